@@ -1,0 +1,80 @@
+"""The interface every compared method implements (SaRA, LoRA, DoRA, AdaptFormer, LT-SFT, ...).
+
+A method is built from its Hydra config (``conf/method/<name>.yaml``, ``_target_`` points at the
+class), then driven by the trainer in this order::
+
+    method = hydra.utils.instantiate(cfg.method)           # knobs only, no model yet
+    denoiser = method.apply(denoiser, budget=..., ctx=ctx)  # adds/marks trainable parameters
+    optimizer = method.make_optimizer(lr=..., weight_decay=..., betas=...)
+    ... loss.backward(); optimizer.step(); scheduler.step(); optimizer.zero_grad() ...
+    method.save_trained(path); method.merged(denoiser) -> plain module for sampling
+
+``ctx`` (:class:`PrepareContext`) lets a method that needs a calibration phase before its
+fixed-parameter training (LT-SFT's full fine-tuning phase, FishMask's Fisher estimate,
+DiffPruning's gate phase) run it inside ``apply`` with the trainer's own loss and data.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PrepareContext:
+    """What a method may use while it prepares (calibration phases, budget solving)."""
+
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None  # (denoiser, batch) -> scalar loss
+    batches: Iterator[Any] | None = None  # endless iterator of training batches
+    steps: int = 0  # total main-phase steps the trainer will run (for phase lengths)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Method(abc.ABC):
+    """Base class: one subclass per compared method, one file per subclass."""
+
+    name: str = "method"
+    knob: str = ""  # name of the knob the budget solver sets (threshold, rank, bottleneck, k)
+
+    def __init__(self) -> None:
+        self.target_params: int | None = None  # the budget asked for
+        self.knob_value: Any = None
+
+    # --- life cycle -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def apply(self, denoiser: nn.Module, budget: int | None = None,
+              ctx: PrepareContext | None = None) -> nn.Module:
+        """Make ``denoiser`` trainable the method's way; return the module to train and call."""
+
+    @abc.abstractmethod
+    def make_optimizer(self, lr: float | None, weight_decay: float = 1e-2,
+                       betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+        """The optimizer over exactly the method's trainable values."""
+
+    @abc.abstractmethod
+    def num_trainable(self) -> int:
+        """Exact number of trained scalar values."""
+
+    # --- persistence --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only what the method trained (plus what is needed to put it back, e.g. indices)."""
+
+    @abc.abstractmethod
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`trained_state_dict` on a module prepared by :meth:`apply`."""
+
+    def merged(self, module: nn.Module) -> nn.Module:
+        """A plain module with the learned change folded in (for sampling/export).
+
+        Methods that cannot merge (AdaptFormer adds new blocks) return the module unchanged."""
+        return module
+
+    def record(self) -> dict:
+        """What goes into the run's result record about the method."""
+        return {"method": self.name, "knob": self.knob, "knob_value": self.knob_value,
+                "target_params": self.target_params, "trainable_params": self.num_trainable()}
