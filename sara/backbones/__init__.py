@@ -1,0 +1,19 @@
+"""Diffusion backbones behind one ``Backbone`` class (see docs/ARCHITECTURE.md, "Backbones").
+
+``load_backbone(cfg)`` dispatches on ``cfg["kind"]``: ``tiny`` | ``stable_diffusion`` | ``sd3`` | ``sdxl``.
+``build_denoiser_from_config(name)`` builds the SD 1.5 / SD 2 / SD3 / SDXL denoiser architectures
+(or the tiny one) without any download.
+"""
+from .arch import (KNOWN_CONFIGS, KNOWN_PARAM_COUNTS, build_denoiser_from_config, count_params,
+                   load_denoiser_config)
+
+
+def __getattr__(name):  # lazy: keeps ``import sara.backbones`` cheap
+    if name in ("Backbone", "load_backbone", "MissingWeightsError"):
+        from . import base
+        return getattr(base, name)
+    raise AttributeError(name)
+
+
+__all__ = ["Backbone", "load_backbone", "MissingWeightsError", "build_denoiser_from_config",
+           "load_denoiser_config", "count_params", "KNOWN_CONFIGS", "KNOWN_PARAM_COUNTS"]

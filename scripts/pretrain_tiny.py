@@ -1,0 +1,287 @@
+#!/usr/bin/env python
+"""Pre-train the tiny embedded backbone from scratch on the procedural domain (reproduces sara/zoo/tiny).
+
+    python scripts/pretrain_tiny.py                       # the shipped recipe (see manifest.json there)
+    python scripts/pretrain_tiny.py --steps 200 --out /tmp/tiny   # a short run
+
+What it trains: the tiny UNet2DConditionModel (pixel space, 32x32) jointly with its CLIPTextModel
+(from scratch), DDPM epsilon loss with min-SNR weighting, ~10% empty prompts (classifier-free
+guidance), AdamW + warm-up + cosine, EMA of the weights (the EMA weights are saved). Data:
+``sara.data.domain.PretrainDomain`` (the procedural base domain only, no style sets); item ``i`` of
+the stream is a pure function of (data seed, i), so the data order does not depend on the number
+of loader workers. ``--time-budget S`` runs a short probe, then fixes the step count so the run
+ends in about S seconds; the resolved ``--steps`` is recorded in the manifest for reproduction.
+
+Output (atomic: written to a temporary sibling, then renamed): a diffusers-format folder with
+unet/, text_encoder/, tokenizer/, scheduler/ (safetensors), model_index.json and manifest.json
+(command, seed, steps, wall time, device, final loss, package versions, prompt-following check).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# the shipped recipe (sara/zoo/tiny/manifest.json: 2,392 steps of batch 512 on one H100, 329 s)
+DEFAULTS = dict(seed=0, data_seed=0, steps=2392, batch_size=512, lr=1e-3, weight_decay=0.01, warmup=300,
+                min_lr_ratio=0.05, ema=0.999, prompt_dropout=0.1, snr_gamma=5.0, grad_clip=1.0)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(ROOT / "sara" / "zoo" / "tiny"))
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="init / noise seed")
+    p.add_argument("--data-seed", type=int, default=DEFAULTS["data_seed"], help="PretrainDomain seed")
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds of training: probe the step time, then set --steps to fit (recorded)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    p.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
+    p.add_argument("--min-lr-ratio", type=float, default=DEFAULTS["min_lr_ratio"])
+    p.add_argument("--ema", type=float, default=DEFAULTS["ema"], help="EMA decay (0: no EMA)")
+    p.add_argument("--prompt-dropout", type=float, default=DEFAULTS["prompt_dropout"])
+    p.add_argument("--snr-gamma", type=float, default=DEFAULTS["snr_gamma"], help="min-SNR weighting (0: off)")
+    p.add_argument("--grad-clip", type=float, default=DEFAULTS["grad_clip"])
+    p.add_argument("--arch", default=None, help="JSON overrides of sara.backbones.tiny.TINY_ARCH")
+    p.add_argument("--workers", type=int, default=None, help="data loader workers (default: cores - 1)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--eval-prompts", type=int, default=0,
+                   help="after training, sample this many held-out eval prompts and record prompt-following accuracy")
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    from importlib.metadata import version
+    for pkg in ("torch", "diffusers", "transformers", "tokenizers", "numpy", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:
+            out[pkg] = None
+    return out
+
+
+class EMA:
+    def __init__(self, params, decay):
+        self.params = [p for p in params if p.requires_grad]
+        self.decay = decay
+        self.shadow = [p.detach().clone().float() for p in self.params]
+
+    def update(self, step):
+        import torch
+        d = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1 - d)
+
+    def copy_to(self):
+        import torch
+        with torch.no_grad():
+            for p, s in zip(self.params, self.shadow):
+                p.copy_(s.to(p.dtype))
+
+
+def atomic_save(bb, out: Path, manifest: dict) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        bb.save_pretrained(tmp)
+        tok_dir = tmp / "tokenizer"
+        # also the classic vocab.json / merges.txt (older transformers read these)
+        from sara.backbones.tokenizer import build_vocab_and_merges
+        from sara.backbones.tiny import domain_words
+        vocab, merges = build_vocab_and_merges(domain_words())
+        (tok_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        for f in [tmp, *tmp.rglob("*")]:  # mkdtemp / safetensors leave 0700 / 0600
+            f.chmod(0o755 if f.is_dir() else 0o644)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def prompt_following(bb, n: int, batch_size=100, seed=0) -> dict:
+    """Sample the first ``n`` held-out eval prompts and check them (see scripts/check_prompt_following.py)."""
+    from sara.backbones.tiny import prompt_following_accuracy
+    from sara.data.prompts import eval_prompts
+
+    prompts = eval_prompts()[:n]
+    images = bb.sample(prompts, seed=seed, batch_size=batch_size)
+    return prompt_following_accuracy(images, prompts)[0]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+    from torch.utils.data import DataLoader
+    from sara.backbones.tiny import build_tiny
+    from sara.data import collate
+    from sara.data.domain import PretrainDomain
+
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    prec = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    ac_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[prec]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    arch = json.loads(args.arch) if args.arch else None
+    bb = build_tiny(arch, seed=args.seed, cfg={"prompt_dropout": args.prompt_dropout, "snr_gamma": args.snr_gamma or None,
+                                                "train_text_encoder": True})
+    bb.to(device)
+    n_unet = sum(p.numel() for p in bb.denoiser.parameters())
+    n_te = sum(p.numel() for p in bb.text_encoder.parameters())
+    print(f"tiny backbone: unet {n_unet:,} params, text encoder {n_te:,} params; device {device}, precision {prec}", flush=True)
+    params = list(bb.denoiser.parameters()) + list(bb.text_encoder.parameters())
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99),
+                            fused=device.type == "cuda")
+    ema = EMA(params, args.ema) if args.ema > 0 else None
+    scaler = torch.amp.GradScaler(enabled=prec == "fp16")
+
+    workers = args.workers if args.workers is not None else max(0, (os.cpu_count() or 2) - 1)
+    data = PretrainDomain(resolution=bb.resolution, split="train", seed=args.data_seed, length=10**9)
+    loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
+                        prefetch_factor=8 if workers > 0 else None)
+    gen = torch.Generator(device).manual_seed(args.seed)
+    total = args.steps
+    probe = (20, 120) if args.time_budget else None
+
+    def lr_at(step):
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        prog = min(1.0, (step - args.warmup) / max(1, total - args.warmup))
+        return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * prog)))
+
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, desc="pretrain tiny", mininterval=5.0)
+    t0 = time.time()
+    t_probe = None
+    losses, ema_loss = [], None
+    step = 0
+    bb.denoiser.train()
+    bb.text_encoder.train()
+    for batch in loader:
+        if step >= total:
+            break
+        if probe and step == probe[0]:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t_probe = time.time()
+        if probe and step == probe[1]:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            per = (time.time() - t_probe) / (probe[1] - probe[0])
+            left = args.time_budget - (time.time() - t0)
+            total = max(probe[1] + 1, probe[1] + int(left / per))
+            print(f"probe: {per * 1000:.1f} ms/step -> --steps {total}", flush=True)
+            if bar is not None:
+                bar.total = total
+                bar.refresh()
+        for gp in opt.param_groups:
+            gp["lr"] = lr_at(step)
+        with torch.autocast(device.type, dtype=ac_dtype, enabled=ac_dtype is not None):
+            loss = bb.training_loss(bb.denoiser, batch, generator=gen)
+        scaler.scale(loss).backward()
+        if args.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(step)
+        step += 1
+        if step % 10 == 0 or step == total:
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise FloatingPointError(f"non-finite loss {lv} at step {step}")
+            ema_loss = lv if ema_loss is None else 0.95 * ema_loss + 0.05 * lv
+            losses.append((step, lv))
+        if bar is not None:
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{ema_loss:.4f}", lr=f"{lr_at(step):.2e}")
+        if args.no_progress and step % args.log_every == 0 and ema_loss is not None:
+            print(f"step {step}/{total} loss {ema_loss:.4f} lr {lr_at(step):.2e} {time.time() - t0:.0f}s", flush=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall = time.time() - t0
+    if bar is not None:
+        bar.close()
+    if ema is not None:
+        ema.copy_to()
+    bb.denoiser.eval()
+    bb.text_encoder.eval()
+    print(f"trained {step} steps in {wall:.1f}s; final loss (smoothed) {ema_loss:.4f}", flush=True)
+
+    # held-out validation loss of the saved weights (fixed batch, fixed noise)
+    val = PretrainDomain(resolution=bb.resolution, split="val", seed=args.data_seed)
+    vb = collate([val[i] for i in range(min(256, len(val)))])
+    bb.prompt_dropout = 0.0
+    with torch.no_grad():
+        vg = torch.Generator(device).manual_seed(1234)
+        val_loss = float(sum(bb.training_loss(bb.denoiser, vb, generator=vg) for _ in range(4)) / 4)
+    print(f"val loss {val_loss:.4f}", flush=True)
+
+    cmd = " ".join(["python", "scripts/pretrain_tiny.py"] + (sys.argv[1:] if argv is None else list(argv)))
+    repro = {k.replace("_", "-"): v for k, v in vars(args).items() if k in DEFAULTS}
+    repro["steps"] = step
+    manifest = {
+        "what": "tiny embedded backbone (sara.backbones.tiny), pre-trained on sara.data.domain.PretrainDomain",
+        "command": cmd,
+        "reproduce": "python scripts/pretrain_tiny.py " + " ".join(f"--{k} {v}" for k, v in repro.items())
+        + (f" --arch '{args.arch}'" if args.arch else ""),
+        "seed": args.seed, "data_seed": args.data_seed, "steps": step, "batch_size": args.batch_size,
+        "samples_seen": step * args.batch_size,
+        "hyper": {k: getattr(args, k) for k in DEFAULTS}, "arch": arch,
+        "params": {"unet": n_unet, "text_encoder": n_te},
+        "wall_time_s": round(wall, 1), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        f"cpu ({os.cpu_count()} cores)", "precision": prec, "loader_workers": workers,
+        "final_loss": ema_loss, "val_loss": val_loss, "loss_curve": losses[:: max(1, len(losses) // 100)],
+        "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if args.eval_prompts:
+        bb.prompt_dropout = 0.0
+        t1 = time.time()
+        pf = prompt_following(bb, args.eval_prompts, batch_size=250 if device.type == "cuda" else 50)
+        pf["wall_s"] = round(time.time() - t1, 1)
+        manifest["prompt_following"] = pf
+        print("prompt following:", json.dumps(pf), flush=True)
+    bb.to("cpu")
+    atomic_save(bb, Path(args.out), manifest)
+    size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
+    print(f"saved {args.out} ({size / 1e6:.1f} MB)", flush=True)
+    return manifest
+
+
+if __name__ == "__main__":
+    main()
