@@ -1,0 +1,22 @@
+"""The compared fine-tuning methods, one file each, behind :class:`sara.methods.base.Method`.
+
+=============  ==========================================  =========================================
+config         class                                       knob (solved from the budget)
+=============  ==========================================  =========================================
+sara           ``sara.methods.sara.SaRAMethod``            threshold θ (or k smallest, budget_mode=k)
+sara_no_ppa    same, ``progressive_iter: null``            θ
+sara_no_rank   same, ``lambda_rank: 0``                    θ
+sara_plain     same, neither                               θ
+largest        same, ``rule: largest``                     k
+random         same, ``rule: random``                      k
+lora / dora    ``sara.methods.lora.LoRA`` / ``dora.DoRA``  rank (integer, nearest)
+adaptformer    ``sara.methods.adaptformer.AdaptFormer``    bottleneck (integer, nearest)
+lt_sft         ``sara.methods.lt_sft.LTSFT``               k (``lt_sft_dense``: dense-gradient masks)
+diffpruning    ``sara.methods.diffpruning.DiffPruning``    k
+fishmask       ``sara.methods.fishmask.FishMask``          k
+full           ``sara.methods.full.FullFineTune``          none
+=============  ==========================================  =========================================
+
+Budget solving and ``python -m sara.budget``: :mod:`sara.budget`. Imports here stay lazy (diffusers
+and peft load only with the method that needs them).
+"""

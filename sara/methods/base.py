@@ -74,6 +74,55 @@ class Method(abc.ABC):
         Methods that cannot merge (AdaptFormer adds new blocks) return the module unchanged."""
         return module
 
+    # --- budget ------------------------------------------------------------------------------
+    def solve_budget(self, denoiser: nn.Module, target: int) -> tuple[Any, int]:
+        """Set the method's own knob so its trainable count is as close to ``target`` as the knob
+        allows; return ``(knob_value, achieved_count)``. Must not modify ``denoiser``'s weights
+        (may read them: SaRA's threshold, on the ``meta`` device where shapes suffice).
+
+        Compatible addition (methods issue): methods without a knob (``full``) keep this default,
+        which reports every parameter of the denoiser."""
+        return None, sum(p.numel() for p in denoiser.parameters())
+
+    # --- convenience (compatible additions) ---------------------------------------------------------
+    def trainable_parameters(self) -> list[torch.Tensor]:
+        """The leaf tensors the optimizer updates now (for gradient clipping). Read it again after
+        each step: SaRA's progressive re-selection replaces its leaf."""
+        if hasattr(self, "_trainable"):
+            return list(self._trainable)
+        module = getattr(self, "module", None)
+        return [p for p in module.parameters() if p.requires_grad] if module is not None else []
+
+    def save_trained(self, path, metadata: dict | None = None) -> None:
+        """Write :meth:`trained_state_dict` to a safetensors file (atomic: tmp + rename)."""
+        import json
+        import os
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in self.trained_state_dict().items()}
+        meta = {"method": self.name, "knob": str(self.knob), "record": json.dumps(self.record(), default=str)}
+        meta.update({k: str(v) for k, v in (metadata or {}).items()})
+        path = os.fspath(path)
+        tmp = path + ".tmp"
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+
+    def load_trained(self, path) -> None:
+        """Inverse of :meth:`save_trained` on a module prepared by :meth:`apply`."""
+        import os
+        from safetensors.torch import load_file
+
+        self.load_trained_state_dict(load_file(os.fspath(path)))
+
+    def restore(self, denoiser: nn.Module, state: dict[str, torch.Tensor],
+                budget: int | None = None) -> nn.Module:
+        """Prepare ``denoiser`` from a saved :meth:`trained_state_dict` for sampling/evaluation,
+        without the calibration phases :meth:`apply` may run (LT-SFT, FishMask, DiffPruning take
+        their selection from the state). Compatible addition; the default is apply + load."""
+        module = self.apply(denoiser, budget=budget, ctx=None)
+        self.load_trained_state_dict(state)
+        return module
+
     def record(self) -> dict:
         """What goes into the run's result record about the method."""
         return {"method": self.name, "knob": self.knob, "knob_value": self.knob_value,

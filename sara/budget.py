@@ -1,0 +1,247 @@
+"""Parameter-budget matching: every compared method solves its own knob so that its trainable
+count matches a budget (paper: 5M / 20M / 50M on SD 1.5's 860M UNet).
+
+Budgets are given relative to a reference model (``conf/budget/*.yaml``: ``params`` and
+``reference_params: 859520964``, the SD 1.5 UNet); on a denoiser with ``D`` parameters the target
+is ``round(params / reference_params * D)``, so ``budget=5M`` is the same share of the model on
+every backbone. A fraction (``0 < params <= 1``) means that share of the denoiser directly; with
+``reference_params: null`` a number is an absolute count.
+
+Knobs (each method's ``solve_budget``): SaRA's threshold θ (``threshold_for_budget``; or the k
+smallest entries, exact), LoRA/DoRA rank (nearest integer), AdaptFormer bottleneck (nearest
+integer), k for the selective methods (exact), ``full``: no knob (the whole denoiser).
+
+CLI (no weights needed: the architecture is built from its config, randomly initialised)::
+
+    python -m sara.budget --backbone sd15 --random-init --json OUT.json [--budgets 5M,20M,50M]
+                          [--methods sara,lora,...] [--dtype float32|bfloat16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REFERENCE_PARAMS = 859_520_964  # SD 1.5 UNet
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DEFAULT_BUDGETS = ("5M", "20M", "50M")
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
+
+
+def parse_budget(value: Any) -> float | None:
+    """``"5M"`` -> 5e6, ``"1.5k"`` -> 1500, ``"0.01"`` -> 0.01 (a fraction), ``"none"``/None -> None."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    s = str(value).strip()
+    if s.lower() in ("none", "null", "", "full"):
+        return None
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([kKmMbBgG]?)", s)
+    if not m:
+        raise ValueError(f"cannot read budget {value!r}: use e.g. 5M, 20M, 1.5e6, 0.01 (a fraction) or none")
+    return float(m.group(1)) * _SUFFIX[m.group(2).lower()]
+
+
+def target_for(params: float | None, reference_params: float | None, n_denoiser: int) -> int | None:
+    """The trainable-parameter target on a denoiser with ``n_denoiser`` parameters.
+
+    ``None`` -> None (no budget); ``0 < params <= 1`` -> that fraction of the denoiser;
+    otherwise ``round(params / reference_params * n_denoiser)`` (``reference_params`` None or 0:
+    ``params`` is an absolute count). Always at least 1."""
+    if params is None:
+        return None
+    params = float(params)
+    if params <= 0 or math.isnan(params):
+        raise ValueError(f"budget params must be > 0, got {params}")
+    if params <= 1:
+        t = params * n_denoiser
+    elif reference_params:
+        t = params / float(reference_params) * n_denoiser
+    else:
+        t = params
+    return max(1, int(round(t)))
+
+
+def budget_target(budget_cfg: Any, n_denoiser: int) -> int | None:
+    """``target_for`` from a budget config (dict/DictConfig with ``params``, ``reference_params``),
+    a budget string (``"5M"``) or a number."""
+    if budget_cfg is None:
+        return None
+    if hasattr(budget_cfg, "get"):
+        ref = budget_cfg.get("reference_params", REFERENCE_PARAMS)
+        return target_for(parse_budget(budget_cfg.get("params")), ref, n_denoiser)
+    return target_for(parse_budget(budget_cfg), REFERENCE_PARAMS, n_denoiser)
+
+
+def solve_knob(method, denoiser, target: int | None) -> dict:
+    """Set ``method``'s knob for ``target`` trainable entries on ``denoiser`` (weights untouched).
+
+    Returns ``{"method", "knob", "knob_value", "target", "achieved", "rel_error"}``."""
+    n = sum(p.numel() for p in denoiser.parameters())
+    if target is None:
+        knob_value, achieved = None, None
+    else:
+        knob_value, achieved = method.solve_budget(denoiser, int(target))
+    if achieved is None and target is not None:
+        achieved = n
+    rel = None if target is None or achieved is None else (achieved - target) / target
+    return {"method": getattr(method, "name", type(method).__name__), "knob": method.knob or None,
+            "knob_value": knob_value, "target": target, "achieved": achieved, "rel_error": rel,
+            "denoiser_params": n}
+
+
+# --- configs ----------------------------------------------------------------------------------
+def method_names(conf_dir: Path = CONF_DIR) -> list[str]:
+    return sorted(p.stem for p in (conf_dir / "method").glob("*.yaml"))
+
+
+def method_config(name: str, conf_dir: Path = CONF_DIR):
+    """The composed ``conf/method/<name>.yaml`` (Hydra defaults lists resolved)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(config_name=f"method/{name}")
+    return cfg.method
+
+
+def instantiate_method(name: str, conf_dir: Path = CONF_DIR, **overrides: Any):
+    from hydra.utils import instantiate
+
+    cfg = method_config(name, conf_dir)
+    return instantiate(cfg, **overrides)
+
+
+def budget_config(name: str, conf_dir: Path = CONF_DIR) -> dict:
+    """``conf/budget/<name>.yaml`` as a dict; a name without a file is read as a number/fraction."""
+    p = conf_dir / "budget" / f"{name}.yaml"
+    if p.is_file():
+        from omegaconf import OmegaConf
+
+        return dict(OmegaConf.to_container(OmegaConf.load(p), resolve=True))
+    return {"name": name, "params": parse_budget(name), "reference_params": REFERENCE_PARAMS}
+
+
+# --- CLI --------------------------------------------------------------------------------------
+def tiny_denoiser(device: str = "cpu", dtype=None):
+    """The tiny backbone's UNet architecture, randomly initialised (no weights needed)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from sara.backbones.tiny import tiny_config
+
+    arch = tiny_config()
+    cfg = dict(arch["unet"])
+    cfg["cross_attention_dim"] = arch["text_encoder"]["hidden_size"]
+    with torch.device(device):
+        model = UNet2DConditionModel(**cfg)
+    return model.to(dtype=dtype) if dtype not in (None, torch.float32) else model
+
+
+def build_denoiser(backbone: str, random_init: bool = True, device: str = "cpu", dtype=None):
+    """The denoiser of ``backbone`` (sd15 | sd2 | sd3 | sdxl | tiny | a config path); random
+    initialisation unless ``random_init=False`` (only the tiny backbone ships weights)."""
+    from sara.backbones import build_denoiser_from_config
+
+    if backbone == "tiny":
+        if random_init:
+            return tiny_denoiser(device, dtype)
+        from sara.backbones.tiny import TINY_ROOT
+
+        return build_denoiser_from_config(TINY_ROOT, random_init=False, device=device, dtype=dtype)
+    if not random_init:
+        raise SystemExit(f"--backbone {backbone}: only --random-init is supported here (a parameter "
+                         "count needs no weights); pass --random-init")
+    return build_denoiser_from_config(backbone, random_init=True, device=device, dtype=dtype)
+
+
+def run(backbone: str, budgets=DEFAULT_BUDGETS, methods=None, random_init: bool = True,
+        device: str = "cpu", dtype: str = "float32", seed: int = 0, log=print,
+        denoiser=None) -> list[dict]:
+    """Records for every method x budget on ``backbone``'s denoiser (built here unless given)."""
+    import torch
+
+    torch.manual_seed(seed)
+    t0 = time.time()
+    dt = getattr(torch, dtype)
+    den = denoiser if denoiser is not None else build_denoiser(
+        backbone, random_init, device, None if dt == torch.float32 else dt)
+    den.requires_grad_(False)
+    n = sum(p.numel() for p in den.parameters())
+    log(f"# {backbone}: {n:,} denoiser parameters ({type(den).__name__}, built in {time.time() - t0:.1f}s)")
+    records = []
+    memo: dict = {}
+    for mname in methods or method_names():
+        method = instantiate_method(mname)
+        for b in budgets:
+            bc = budget_config(b)
+            target = target_for(bc.get("params"), bc.get("reference_params"), n)
+            t1 = time.time()
+            try:
+                if method.knob == "threshold":  # the SaRA ablations share θ: solve it once
+                    key = (type(method).__name__, repr(getattr(method, "params", None)), target)
+                    if key not in memo:
+                        memo[key] = solve_knob(method, den, target)
+                    rec = dict(memo[key])
+                else:
+                    rec = solve_knob(method, den, target)
+            except ValueError as e:
+                if not next(den.parameters()).is_meta:
+                    raise
+                rec = {"method": mname, "knob": method.knob, "knob_value": None, "target": target,
+                       "achieved": None, "rel_error": None, "denoiser_params": n,
+                       "note": f"not on the meta device: {e}"}
+            rec.update({"method": mname, "budget": str(bc.get("name", b)), "backbone": backbone,
+                        "seconds": round(time.time() - t1, 2)})
+            records.append(rec)
+    return records
+
+
+def format_table(records: list[dict]) -> str:
+    rows = [("method", "budget", "knob", "knob_value", "target", "achieved", "rel_err")]
+    for r in records:
+        kv = r["knob_value"]
+        kv = f"{kv:.4g}" if isinstance(kv, float) else str(kv)
+        rel = "" if r["rel_error"] is None else f"{100 * r['rel_error']:+.3f}%"
+        if not r["knob"] and r["target"]:
+            rel = "(no knob)"
+        if r.get("note"):
+            rel = "needs values (run without --device meta)"
+        rows.append((r["method"], r["budget"], str(r["knob"]), kv, f"{r['target']:,}" if r["target"] else "-",
+                     f"{r['achieved']:,}" if r["achieved"] is not None else "-", rel))
+    w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sara.budget", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backbone", required=True, help="sd15 | sd2 | sd3 | sdxl | tiny")
+    ap.add_argument("--random-init", action="store_true", help="build the architecture randomly initialised")
+    ap.add_argument("--json", type=Path, help="write the records here")
+    ap.add_argument("--budgets", default=",".join(DEFAULT_BUDGETS))
+    ap.add_argument("--methods", default=None, help="comma-separated conf/method names (default: all)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (halves memory on sd3/sdxl)")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
+    budgets = [b.strip() for b in a.budgets.split(",") if b.strip()]
+    records = run(a.backbone, budgets, methods, a.random_init, a.device, a.dtype, a.seed,
+                  log=lambda s: print(s, file=sys.stderr))
+    print(format_table(records))
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = a.json.with_suffix(a.json.suffix + ".tmp")
+        tmp.write_text(json.dumps(records, indent=1))
+        os.replace(tmp, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Small helpers shared by the method implementations (no Hydra, no diffusers imports)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def resolve_steps(value: int | float | None, total: int, name: str = "steps") -> int:
+    """A phase length: ``None`` -> ``total``; a float in (0, 1] -> that fraction of ``total``
+    (rounded); an int (or a float > 1) -> that many steps."""
+    if value is None:
+        return int(total)
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, float) and 0 < value <= 1:
+        return int(round(value * total))
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def split_batch(batch: Any) -> list[Any]:
+    """Split a batch (dict / tuple / list / tensor, first dimension = samples) into single-sample
+    batches of the same structure (lists and tensors are sliced, other values shared)."""
+    n = _batch_len(batch)
+    if n is None:
+        return [batch]
+    return [_slice(batch, i) for i in range(n)]
+
+
+def _batch_len(batch: Any) -> int | None:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() > 0 else None
+    if isinstance(batch, dict):
+        for v in batch.values():
+            n = _batch_len(v)
+            if n is not None:
+                return n
+        return None
+    if isinstance(batch, (list, tuple)):
+        if batch and all(isinstance(x, str) for x in batch):
+            return len(batch)
+        for v in batch:
+            n = _batch_len(v)
+            if n is not None:
+                return n
+    return None
+
+
+def _slice(batch: Any, i: int) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch[i:i + 1] if batch.dim() > 0 else batch
+    if isinstance(batch, dict):
+        return {k: _slice(v, i) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        if batch and all(isinstance(x, str) for x in batch):
+            return type(batch)(batch[i:i + 1])
+        return type(batch)(_slice(v, i) for v in batch)
+    return batch
+
+
+def need_ctx(ctx, method: str, what: str) -> tuple:
+    """``(loss_fn, batches)`` from a PrepareContext or one clear error."""
+    if ctx is None or ctx.loss_fn is None or ctx.batches is None:
+        raise ValueError(f"method {method!r} runs a {what} inside apply(): it needs "
+                         "ctx=PrepareContext(loss_fn=..., batches=..., steps=...)")
+    return ctx.loss_fn, ctx.batches
+
+
+def next_batch(batches: Iterator[Any]) -> Any:
+    try:
+        return next(batches)
+    except TypeError:  # an iterable that is not an iterator
+        raise TypeError("ctx.batches must be an (endless) iterator of batches")
+    except StopIteration:
+        raise ValueError("ctx.batches ran out: it must be an endless iterator of training batches")
+
+
+def nearest_int_knob(target: int, const: int, per_unit: int, lo: int = 1) -> int:
+    """The integer ``u >= lo`` minimising ``|const + per_unit*u - target|``."""
+    if per_unit <= 0:
+        raise ValueError("the method's knob does not change its parameter count (no target modules?)")
+    u = (target - const) / per_unit
+    cands = {max(lo, math.floor(u)), max(lo, math.ceil(u))}
+    return min(cands, key=lambda c: (abs(const + per_unit * c - target), c))
+
+
+def reject_nonfinite(loss: torch.Tensor, method: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{method}: non-finite loss {loss.item()} at calibration step {step}")

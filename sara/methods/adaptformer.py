@@ -1,0 +1,166 @@
+"""AdaptFormer (Chen et al. 2022): a parallel bottleneck adapter beside each transformer
+feed-forward block: ``ff(x) + s * up(relu(down(x)))``, ``up`` zero-initialised (so training starts
+from the pre-trained function), ``s = 0.1``.
+
+Placed beside every ``FeedForward`` held as ``.ff`` by a transformer block (diffusers
+``BasicTransformerBlock`` in the UNets, ``JointTransformerBlock`` in SD3; ``ff_context`` of SD3's
+joint blocks too when ``include_context_ff``). Knob: the bottleneck width ``b`` (trainable count =
+sum over adapters of ``2 d b + b + d`` with ``d`` the block width). It adds modules, so it cannot
+be merged: :meth:`merged` returns the module unchanged.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._util import freeze, nearest_int_knob
+from .base import Method, PrepareContext
+
+
+class ParallelAdapter(nn.Module):
+    """``ff(x) + scale * up(dropout(relu(down(x))))`` around an existing feed-forward module."""
+
+    def __init__(self, ff: nn.Module, dim_in: int, dim_out: int, bottleneck: int,
+                 scale: float = 0.1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.ff = ff
+        self.scale = float(scale)
+        ref = next(ff.parameters())
+        self.down = nn.Linear(dim_in, bottleneck, device=ref.device, dtype=ref.dtype)
+        self.up = nn.Linear(bottleneck, dim_out, device=ref.device, dtype=ref.dtype)
+        self.dropout = nn.Dropout(dropout)
+        with torch.no_grad():  # AdaptFormer init: down kaiming-uniform (Linear default), zero biases, up zero
+            nn.init.zeros_(self.down.bias)
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = self.ff(hidden_states, *args, **kwargs)
+        return out + self.scale * self.up(self.dropout(torch.relu(self.down(hidden_states))))
+
+
+def _ff_dims(ff: nn.Module) -> tuple[int, int]:
+    linears = [m for m in ff.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"cannot find the Linear layers of feed-forward module {type(ff).__name__}")
+    return linears[0].in_features, linears[-1].out_features
+
+
+class AdaptFormer(Method):
+    name = "adaptformer"
+    knob = "bottleneck"
+
+    def __init__(self, bottleneck: int = 64, scale: float = 0.1, dropout: float = 0.0,
+                 ff_names: tuple[str, ...] | list[str] = ("ff",), include_context_ff: bool = False,
+                 name: str | None = None, lr: float | None = 1e-4) -> None:
+        super().__init__()
+        if name:
+            self.name = name
+        self.lr = lr  # used when the trainer passes lr=None
+        self.bottleneck = int(bottleneck)
+        self.scale = float(scale)
+        self.dropout = float(dropout)
+        self.ff_names = tuple(ff_names) + (("ff_context",) if include_context_ff else ())
+        self._adapters: dict[str, ParallelAdapter] = {}
+        self._trainable: list[nn.Parameter] = []
+        self._names: list[str] = []
+
+    def feed_forwards(self, denoiser: nn.Module) -> list[tuple[str, nn.Module, str, nn.Module]]:
+        """``(block_name, block, attr, ff)`` for every feed-forward block to adapt."""
+        from diffusers.models.attention import FeedForward
+
+        out = []
+        for bname, block in denoiser.named_modules():
+            for attr in self.ff_names:
+                ff = getattr(block, attr, None)
+                if isinstance(ff, (FeedForward, ParallelAdapter)) and ff in block.children():
+                    out.append((bname, block, attr, ff))
+        if not out:
+            raise ValueError(f"{self.name}: the denoiser has no transformer feed-forward block "
+                             f"(attributes {self.ff_names} holding a diffusers FeedForward)")
+        return out
+
+    def _count_terms(self, denoiser: nn.Module) -> tuple[int, int]:
+        const = per = 0
+        for *_, ff in self.feed_forwards(denoiser):
+            d_in, d_out = _ff_dims(ff.ff if isinstance(ff, ParallelAdapter) else ff)
+            per += d_in + 1 + d_out  # down weight + down bias + up weight per bottleneck unit
+            const += d_out  # up bias
+        return const, per
+
+    def count_for_bottleneck(self, denoiser: nn.Module, bottleneck: int) -> int:
+        const, per = self._count_terms(denoiser)
+        return const + per * int(bottleneck)
+
+    def solve_budget(self, denoiser: nn.Module, target: int) -> tuple[int, int]:
+        const, per = self._count_terms(denoiser)
+        b = nearest_int_knob(int(target), const, per, lo=1)
+        return b, const + per * b
+
+    def apply(self, denoiser: nn.Module, budget: int | None = None,
+              ctx: PrepareContext | None = None) -> nn.Module:
+        if budget is not None:
+            self.target_params = int(budget)
+            self.bottleneck, _ = self.solve_budget(denoiser, int(budget))
+        self.knob_value = self.bottleneck
+        freeze(denoiser)
+        if ctx is not None:
+            torch.manual_seed(ctx.seed)
+        self._adapters = {}
+        for bname, block, attr, ff in self.feed_forwards(denoiser):
+            if isinstance(ff, ParallelAdapter):
+                raise RuntimeError(f"{self.name}: {bname}.{attr} already has an adapter")
+            d_in, d_out = _ff_dims(ff)
+            ad = ParallelAdapter(ff, d_in, d_out, self.bottleneck, self.scale, self.dropout)
+            setattr(block, attr, ad)
+            self._adapters[f"{bname}.{attr}" if bname else attr] = ad
+        self._trainable, self._names = [], []
+        for key, ad in self._adapters.items():
+            for sub in ("down", "up"):
+                for pn, p in getattr(ad, sub).named_parameters():
+                    p.requires_grad_(True)
+                    self._trainable.append(p)
+                    self._names.append(f"{key}.{sub}.{pn}")
+        return denoiser
+
+    def make_optimizer(self, lr: float | None, weight_decay: float = 1e-2,
+                       betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+        if not self._trainable:
+            raise RuntimeError("call apply() before make_optimizer()")
+        return torch.optim.AdamW(self._trainable, lr=self.lr if lr is None else lr,
+                                 weight_decay=weight_decay, betas=tuple(betas))
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self._trainable)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in zip(self._names, self._trainable)}
+
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = sorted(set(self._names) - set(state))
+        extra = sorted(set(state) - set(self._names))
+        if missing or extra:
+            raise KeyError(f"{self.name}: checkpoint does not match the adapted model "
+                           f"(missing {missing[:3]}, unexpected {extra[:3]})")
+        with torch.no_grad():
+            for n, p in zip(self._names, self._trainable):
+                if state[n].shape != p.shape:
+                    raise ValueError(f"{self.name}: {n} has shape {tuple(state[n].shape)} in the "
+                                     f"checkpoint, {tuple(p.shape)} in the model (another bottleneck?)")
+                p.copy_(state[n].to(p.dtype))
+
+    def restore(self, denoiser: nn.Module, state: dict[str, torch.Tensor],
+                budget: int | None = None) -> nn.Module:
+        widths = {int(v.shape[0]) for k, v in state.items() if k.endswith(".down.weight")}
+        if len(widths) != 1:
+            raise ValueError(f"{self.name}: cannot read one bottleneck from the state ({sorted(widths)})")
+        self.bottleneck = widths.pop()
+        module = self.apply(denoiser, budget=None)
+        self.target_params = budget
+        self.load_trained_state_dict(state)
+        return module
+
+    def merged(self, module: nn.Module) -> nn.Module:
+        return module  # new modules: nothing to fold into the base weights

@@ -1,0 +1,71 @@
+"""Full fine-tuning: every parameter tensor of the denoiser is trained (the paper's "Full")."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from sara.methods.base import Method, PrepareContext
+
+log = logging.getLogger(__name__)
+
+
+class FullFineTune(Method):
+    """Train every weight of the denoiser with AdamW.
+
+    Full fine-tuning has no knob: a budget, if given, is recorded but cannot be met (the count is
+    the whole denoiser), and a warning says so.
+    """
+
+    name = "full"
+    knob = ""
+
+    def __init__(self, lr: float | None = 1e-4, name: str | None = None) -> None:
+        super().__init__()
+        if name:
+            self.name = name
+        self.lr = lr  # used when the trainer passes lr=None
+        self.module: nn.Module | None = None
+        self.params: dict[str, nn.Parameter] = {}
+
+    def apply(self, denoiser: nn.Module, budget: int | None = None,
+              ctx: PrepareContext | None = None) -> nn.Module:
+        self.target_params = budget
+        self.module = denoiser
+        denoiser.requires_grad_(True)
+        self.params = dict(denoiser.named_parameters())
+        n = self.num_trainable()
+        if budget is not None and budget != n:
+            log.warning("method=full trains all %d denoiser parameters; the budget of %d "
+                        "parameters cannot be applied", n, budget)
+        return denoiser
+
+    def _check_applied(self) -> None:
+        if self.module is None:
+            raise RuntimeError("FullFineTune.apply(denoiser) must be called first")
+
+    def make_optimizer(self, lr: float | None, weight_decay: float = 1e-2,
+                       betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+        self._check_applied()
+        lr = self.lr if lr is None else lr
+        return torch.optim.AdamW(list(self.params.values()), lr=lr, weight_decay=weight_decay,
+                                 betas=tuple(betas))
+
+    def num_trainable(self) -> int:
+        return int(sum(p.numel() for p in self.params.values()))
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        self._check_applied()
+        return {k: p.detach() for k, p in self.params.items()}
+
+    @torch.no_grad()
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._check_applied()
+        missing = sorted(set(self.params) - set(state))
+        unexpected = sorted(set(state) - set(self.params))
+        if missing or unexpected:
+            raise KeyError(f"trained state does not match the denoiser: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")
+        for k, p in self.params.items():
+            p.copy_(state[k].to(device=p.device, dtype=p.dtype))

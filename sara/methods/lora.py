@@ -1,0 +1,179 @@
+"""LoRA (Hu et al. 2021) through peft: ``W x + (alpha/r) B A x`` on the attention projections.
+
+Knob: the rank ``r``. Targets default to the modules the diffusers training scripts use
+(UNet: ``to_q``, ``to_k``, ``to_v``, ``to_out.0``; the SD3 transformer additionally
+``add_q_proj``, ``add_k_proj``, ``add_v_proj``, ``to_add_out`` — added automatically when the
+denoiser has them, see ``joint_target_modules``). ``merged()`` folds ``B A`` into the base weights
+with peft's own merge and removes every peft layer (a plain module is returned).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ._util import freeze, nearest_int_knob
+from .base import Method, PrepareContext
+
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+JOINT_TARGETS = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+
+
+class LoRA(Method):
+    name = "lora"
+    knob = "rank"
+    use_dora = False
+
+    def __init__(self, rank: int = 4, alpha: float | None = None,
+                 target_modules: Sequence[str] | str | None = UNET_TARGETS,
+                 joint_target_modules: Sequence[str] | None = JOINT_TARGETS,
+                 dropout: float = 0.0, init_lora_weights: Any = True, name: str | None = None,
+                 lr: float | None = 1e-4) -> None:
+        super().__init__()
+        if name:
+            self.name = name
+        self.lr = lr  # used when the trainer passes lr=None
+        self.rank = int(rank)
+        self.alpha = alpha
+        self.target_modules = target_modules
+        self.joint_target_modules = joint_target_modules
+        self.dropout = float(dropout)
+        self.init_lora_weights = init_lora_weights
+        self.module: nn.Module | None = None
+        self._trainable: list[nn.Parameter] = []
+        self._names: list[str] = []
+
+    # --- targets and counting -----------------------------------------------------------------
+    def _targets(self, denoiser: nn.Module) -> list[str] | str:
+        if isinstance(self.target_modules, str):
+            return self.target_modules  # a regex, as in peft
+        targets = list(self.target_modules or UNET_TARGETS)
+        names = {n.rsplit(".", 1)[-1] for n, _ in denoiser.named_modules()}
+        for t in self.joint_target_modules or ():
+            if t in names and t not in targets:  # SD3 joint attention: only if the model has it
+                targets.append(t)
+        return targets
+
+    def lora_config(self, denoiser: nn.Module, rank: int | None = None):
+        from peft import LoraConfig
+
+        r = int(rank if rank is not None else self.rank)
+        alpha = self.alpha if self.alpha is not None else r
+        return LoraConfig(r=r, lora_alpha=alpha, target_modules=self._targets(denoiser),
+                          lora_dropout=self.dropout, use_dora=self.use_dora,
+                          init_lora_weights=self.init_lora_weights)
+
+    def target_layers(self, denoiser: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The (name, module) pairs peft will adapt (peft's own matching rule)."""
+        from peft.tuners.tuners_utils import check_target_module_exists
+
+        cfg = self.lora_config(denoiser, rank=1)
+        out = []
+        for name, mod in denoiser.named_modules():
+            if name and isinstance(mod, (nn.Linear, nn.Conv2d)) and check_target_module_exists(cfg, name):
+                out.append((name, mod))
+        if not out:
+            raise ValueError(f"{self.name}: no module of the denoiser matches target_modules="
+                             f"{self.target_modules!r}")
+        return out
+
+    def count_for_rank(self, denoiser: nn.Module, rank: int) -> int:
+        const, per = self._count_terms(denoiser)
+        return const + per * int(rank)
+
+    def _count_terms(self, denoiser: nn.Module) -> tuple[int, int]:
+        """Trainable count = const + per_rank * r (works on the meta device: shapes only)."""
+        const = per = 0
+        for _, m in self.target_layers(denoiser):
+            if isinstance(m, nn.Linear):
+                fan_in, out = m.in_features, m.out_features
+            else:  # Conv2d: A = Conv(in, r, k), B = Conv(r, out, 1)
+                kh, kw = m.kernel_size
+                fan_in, out = m.in_channels * kh * kw // m.groups, m.out_channels
+            per += fan_in + out
+            if self.use_dora:
+                const += out  # the magnitude vector
+        return const, per
+
+    def solve_budget(self, denoiser: nn.Module, target: int) -> tuple[int, int]:
+        const, per = self._count_terms(denoiser)
+        r = nearest_int_knob(int(target), const, per, lo=1)
+        return r, const + per * r
+
+    # --- life cycle -------------------------------------------------------------------------
+    def apply(self, denoiser: nn.Module, budget: int | None = None,
+              ctx: PrepareContext | None = None) -> nn.Module:
+        from peft import inject_adapter_in_model
+
+        if budget is not None:
+            self.target_params = int(budget)
+            self.rank, _ = self.solve_budget(denoiser, int(budget))
+        self.knob_value = self.rank
+        freeze(denoiser)
+        if ctx is not None:
+            torch.manual_seed(ctx.seed)  # lora_A's kaiming init
+        model = inject_adapter_in_model(self.lora_config(denoiser), denoiser, adapter_name="default")
+        freeze(model)
+        self._trainable, self._names = [], []
+        for n, p in model.named_parameters():
+            if "lora_" in n:  # lora_A / lora_B / lora_magnitude_vector
+                p.requires_grad_(True)
+                self._trainable.append(p)
+                self._names.append(n)
+        self.module = model
+        return model
+
+    def make_optimizer(self, lr: float | None, weight_decay: float = 1e-2,
+                       betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+        if not self._trainable:
+            raise RuntimeError("call apply() before make_optimizer()")
+        return torch.optim.AdamW(self._trainable, lr=self.lr if lr is None else lr,
+                                 weight_decay=weight_decay, betas=tuple(betas))
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self._trainable)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in zip(self._names, self._trainable)}
+
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = sorted(set(self._names) - set(state))
+        extra = sorted(set(state) - set(self._names))
+        if missing or extra:
+            raise KeyError(f"{self.name}: checkpoint does not match the adapted model "
+                           f"(missing {missing[:3]}..., unexpected {extra[:3]}...)")
+        with torch.no_grad():
+            for n, p in zip(self._names, self._trainable):
+                if state[n].shape != p.shape:
+                    raise ValueError(f"{self.name}: {n} has shape {tuple(state[n].shape)} in the "
+                                     f"checkpoint, {tuple(p.shape)} in the model (another rank?)")
+                p.copy_(state[n].to(p.dtype))
+
+    def restore(self, denoiser: nn.Module, state: dict[str, torch.Tensor],
+                budget: int | None = None) -> nn.Module:
+        ranks = {int(v.shape[0]) for k, v in state.items() if "lora_A" in k}
+        if len(ranks) != 1:
+            raise ValueError(f"{self.name}: cannot read one rank from the state (found {sorted(ranks)})")
+        self.rank = ranks.pop()
+        module = self.apply(denoiser, budget=None)
+        self.target_params = budget
+        self.load_trained_state_dict(state)
+        return module
+
+    def merged(self, module: nn.Module) -> nn.Module:
+        """Fold the adapters into the base weights (peft ``merge``) and replace each peft layer by
+        its base layer. Works in place: ``module`` is consumed (save the adapters first)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        with torch.no_grad():
+            for name, layer in list(module.named_modules()):
+                if not isinstance(layer, BaseTunerLayer):
+                    continue
+                layer.merge()
+                base = layer.get_base_layer()
+                parent_name, _, attr = name.rpartition(".")
+                parent = module.get_submodule(parent_name) if parent_name else module
+                setattr(parent, attr, base)
+        freeze(module)
+        return module
