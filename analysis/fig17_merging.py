@@ -1,0 +1,94 @@
+"""Fig. 17 — merging the SaRA deltas of two datasets, W = W0 + β1·ΔP1 + β2·ΔP2 (App. G).
+
+Each `merging` run samples with ``W0 + β1·ΔP_D + β2·ΔP_E`` (D = ``data.name``, E =
+``delta.merge_with``) and is evaluated against D. Running each pair in both orders gives the
+merged model's FID against both datasets. For every pair the figure shows FID against each of the
+two datasets for: the base model (β = 0, 0), D only, E only, and D + E. Writes
+``fig17_merging.{png,pdf}`` and ``fig17_merging.{md,tex}``.
+
+    python analysis/fig17_merging.py --results results.csv --out outputs/analysis/merging
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from _common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot, rows_of,  # noqa: E402
+                     save_fig, write_missing, write_tables)
+
+NAME = "fig17_merging"
+
+
+def merging_long(df):
+    """Rows (backbone, pair, model, target, fid, clip_score); ``model`` is one of ``base``, a
+    dataset name, or ``A+B`` (pair order), ``target`` the dataset the metrics are against."""
+    d = df.copy()
+    d["b1"], d["b2"] = num(d, "beta1"), num(d, "beta2")
+    d = d[d["b1"].notna() & d["b2"].notna() & d["merge_with"].notna()]
+    if d.empty:
+        return d
+    m = mean_over_seeds(d, ["backbone", "dataset", "merge_with", "b1", "b2"], ["fid", "clip_score"])
+    rows = []
+    for _, r in m.iterrows():
+        a, b = sorted([str(r["dataset"]), str(r["merge_with"])])
+        on = [x for x, beta in ((str(r["dataset"]), r["b1"]), (str(r["merge_with"]), r["b2"])) if beta > 0]
+        model = "base" if not on else (on[0] if len(on) == 1 else f"{a}+{b}")
+        rows.append({"backbone": r["backbone"], "pair": f"{a}+{b}", "model": model, "target": r["dataset"],
+                     "fid": r["fid"], "clip_score": r.get("clip_score", np.nan)})
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def main(argv=None):
+    args = arg_parser(__doc__.split("\n\n")[0], "outputs/analysis/merging").parse_args(argv)
+    out = out_dir(args.out)
+    df = rows_of(load(args.results), args.experiment or "merging")
+    if df.empty or not has_metric(df, "fid"):
+        return write_missing(out, NAME, "no `merging` runs with FID in the results table")
+    m = merging_long(df)
+    if m.empty:
+        return write_missing(out, NAME, "merging runs lack delta.merge_with / beta1 / beta2")
+    plt = pyplot()
+    keys = list(dict.fromkeys(zip(m["backbone"], m["pair"])))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.3), squeeze=False)
+    sections = []
+    for ax, (bb, pair) in zip(axes[0], keys):
+        g = m[(m["backbone"] == bb) & (m["pair"] == pair)]
+        a, b = pair.split("+")
+        models = [x for x in ("base", a, b, pair) if x in set(g["model"])]
+        targets = [t for t in (a, b) if t in set(g["target"])]
+        w = 0.8 / max(1, len(targets))
+        cells = []
+        for k, t in enumerate(targets):
+            ys = [g[(g["model"] == mo) & (g["target"] == t)]["fid"] for mo in models]
+            ys = [float(y.iloc[0]) if len(y) else np.nan for y in ys]
+            ax.bar(np.arange(len(models)) + (k - (len(targets) - 1) / 2) * w, ys, w, label=f"FID vs {t}")
+        ax.set_xticks(range(len(models)), [x.replace("+", "+\n") for x in models], fontsize=7)
+        ax.set_ylabel("FID ↓")
+        ax.set_title(f"{bb}: {a} + {b}", fontsize=9)
+        ax.legend(fontsize=7)
+        for mo in models:
+            row = [mo]
+            for t in (a, b):
+                h = g[(g["model"] == mo) & (g["target"] == t)]
+                row += [fmt(h["fid"].iloc[0]) if len(h) else "–", fmt(h["clip_score"].iloc[0]) if len(h) else "–"]
+            cells.append(row)
+        sections.append({"title": f"{bb}: {a} + {b}", "header": ["model", f"FID vs {a}", f"CLIP ({a} runs)",
+                                                                  f"FID vs {b}", f"CLIP ({b} runs)"],
+                         "cells": cells, "caption": f"Merging SaRA deltas {a} + {b}, {bb} (Fig. 17)"})
+    fig.suptitle("Fig. 17 — merging two datasets' deltas (β1 = β2 = 1)")
+    files = save_fig(fig, out, NAME)
+    files += write_tables(out, NAME, sections, "Fig. 17 — merging SaRA deltas",
+                          "A merged model has both styles when its FID against each dataset is close to that "
+                          "dataset's own model and below the base model's.")
+    return files
+
+
+if __name__ == "__main__":
+    for f in main():
+        print(f)

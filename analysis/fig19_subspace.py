@@ -1,0 +1,136 @@
+"""Figs. 19, 20, 25–27 — subspace similarity φ(A, B, i, j) (SPEC Eq. 11) heatmaps.
+
+Fig. 19: φ(W0, W, i, j) between the pre-trained matrix and the fine-tuned one for SaRA, LoRA and a
+random reference, per layer. Figs. 20/25–27 (when the runs recorded the singular vectors of ΔW,
+``delta_u``): φ(ΔW_a, ΔW_b, i, j) between SaRA deltas of two budgets (two thresholds).
+
+Reads the `analysis` experiment rows (JSON cell ``subspace`` = ``sara.analysis_math.subspace_report``
+records ``{"layer", "phi", "phi_random", "delta_u"?}``). Only numpy maths on recorded vectors, no
+model. Writes ``fig19_subspace.{png,pdf}``, ``fig20_delta_subspace.{png,pdf}`` (when possible) and
+``fig19_subspace.{md,tex}`` (mean φ per method/layer).
+
+    python analysis/fig19_subspace.py --results results.csv --out outputs/analysis/analysis
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from _common import (arg_parser, budget_sort_key, decode_col, fmt, load, method_label, method_sort_key,  # noqa: E402
+                     out_dir, pyplot, rows_of, save_fig, write_missing, write_tables)
+
+NAME = "fig19_subspace"
+
+
+def short_layer(name: str) -> str:
+    parts = name.replace(".weight", "").split(".")
+    return ".".join(parts[:2] + parts[-2:]) if len(parts) > 4 else ".".join(parts)
+
+
+def collect(df):
+    """{(backbone, method, budget): {layer: record}} from the subspace cells."""
+    out = {}
+    for (_, r), recs in zip(df.iterrows(), decode_col(df, "subspace")):
+        if not recs:
+            continue
+        key = (r["backbone"], r["method"], str(r["budget"]), int(r["seed"]) if r["seed"] == r["seed"] else 0)
+        out[key] = {x["layer"]: x for x in recs}
+    return out
+
+
+def mean_phi(grid) -> float:
+    a = np.asarray(grid, dtype=float)
+    return float(np.nanmean(a)) if a.size else float("nan")
+
+
+def main(argv=None):
+    ap = arg_parser(__doc__.split("\n\n")[0], "outputs/analysis/analysis")
+    ap.add_argument("--budget", default=None, help="budget whose SaRA/LoRA runs Fig. 19 shows (default: the largest)")
+    args = ap.parse_args(argv)
+    out = out_dir(args.out)
+    df = rows_of(load(args.results), args.experiment or "analysis")
+    data = collect(df) if len(df) else {}
+    if not data:
+        return write_missing(out, NAME, "no `analysis` runs with a recorded `subspace` report")
+    plt = pyplot()
+    files = []
+    keys = sorted(data, key=lambda k: (k[0], method_sort_key(k[1]), budget_sort_key(k[2]), k[3]))
+    budgets = sorted({k[2] for k in keys}, key=budget_sort_key)
+    budget = args.budget or budgets[-1]
+    bb0 = keys[0][0]
+    shown = [k for k in keys if k[0] == bb0 and k[2] == budget and k[3] == min(x[3] for x in keys)]
+    layers = sorted({lay for k in shown for lay in data[k]})
+    cols = [(method_label(k[1]) + f" ({k[2]})", data[k]) for k in shown]
+    ref = next(iter(data[shown[0]].values())) if shown else None
+    cols.append(("random", {lay: {"phi": rec.get("phi_random")} for lay, rec in data[shown[0]].items()}))
+    fig, axes = plt.subplots(len(layers), len(cols), figsize=(2.7 * len(cols), 2.8 * len(layers)), squeeze=False)
+    im = None
+    for i, lay in enumerate(layers):
+        for j, (title, recs) in enumerate(cols):
+            ax = axes[i][j]
+            g = recs.get(lay, {}).get("phi")
+            if g is None:
+                ax.axis("off")
+                continue
+            a = np.asarray(g, dtype=float)
+            im = ax.imshow(a, vmin=0, vmax=1, cmap="viridis", origin="lower",
+                           extent=(0.5, a.shape[1] + 0.5, 0.5, a.shape[0] + 0.5))
+            ax.grid(False)
+            ax.set_title(f"{title}\n{short_layer(lay)}", fontsize=7)
+            ax.set_xlabel("j (W)", fontsize=7)
+            ax.set_ylabel("i (W0)", fontsize=7)
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.6, label="φ")
+    fig.suptitle(f"Fig. 19 — φ(W0, W, i, j), backbone {bb0}, budget {budget}")
+    files += save_fig(fig, out, NAME)
+
+    # Fig. 20/25–27: ΔW of SaRA at two budgets (thresholds), from the recorded singular vectors
+    from sara.analysis_math import subspace_similarity_grid
+
+    sara_keys = [k for k in keys if k[0] == bb0 and k[1] == "sara" and k[3] == min(x[3] for x in keys)]
+    sara_keys = sorted(sara_keys, key=lambda k: budget_sort_key(k[2]))
+    pairs = [(sara_keys[a], sara_keys[b]) for a in range(len(sara_keys)) for b in range(a + 1, len(sara_keys))]
+    delta_cells = []
+    pairs = [(ka, kb) for ka, kb in pairs
+             if any("delta_u" in data[ka].get(lay, {}) and "delta_u" in data[kb].get(lay, {}) for lay in layers)]
+    if pairs:
+        fig2, axes2 = plt.subplots(len(layers), len(pairs), figsize=(3.0 * len(pairs) + 1, 2.8 * len(layers)), squeeze=False)
+        for j, (ka, kb) in enumerate(pairs):
+            for i, lay in enumerate(layers):
+                ax = axes2[i][j]
+                ua, ub = data[ka].get(lay, {}).get("delta_u"), data[kb].get(lay, {}).get("delta_u")
+                if ua is None or ub is None:
+                    ax.axis("off")
+                    continue
+                a = subspace_similarity_grid(np.asarray(ua), np.asarray(ub), u_given=True)
+                im = ax.imshow(a, vmin=0, vmax=1, cmap="viridis", origin="lower",
+                               extent=(0.5, a.shape[1] + 0.5, 0.5, a.shape[0] + 0.5))
+                ax.grid(False)
+                ax.set_title(f"ΔW {ka[2]} vs {kb[2]}\n{short_layer(lay)}", fontsize=7)
+                delta_cells.append([f"ΔW({ka[2]}) vs ΔW({kb[2]})", short_layer(lay), fmt(float(a.mean()), 3)])
+        fig2.colorbar(im, ax=axes2, shrink=0.6, label="φ")
+        fig2.suptitle("Fig. 20 — φ between SaRA deltas learned with two budgets (thresholds)")
+        files += save_fig(fig2, out, "fig20_delta_subspace")
+
+    cells = []
+    for k in keys:
+        for lay, rec in data[k].items():
+            cells.append([str(k[0]), method_label(k[1]), k[2], str(k[3]), short_layer(lay), fmt(mean_phi(rec.get("phi")), 3),
+                          fmt(mean_phi(rec.get("phi_random")), 3)])
+    sections = [{"title": "mean φ(W0, W, i, j) over the grid", "header": ["backbone", "method", "budget", "seed", "layer",
+                                                                         "mean φ(W0, W)", "mean φ(W0, random)"],
+                 "cells": cells, "n_index": 5, "caption": "Mean subspace similarity with W0 (Fig. 19)"}]
+    if delta_cells:
+        sections.append({"title": "mean φ(ΔW_a, ΔW_b, i, j) over the grid", "header": ["pair", "layer", "mean φ"],
+                         "cells": delta_cells, "n_index": 2, "caption": "Mean subspace similarity of SaRA deltas (Fig. 20)"})
+    files += write_tables(out, NAME, sections, "Figs. 19/20 — subspace similarity (SPEC Eq. 11)")
+    return files
+
+
+if __name__ == "__main__":
+    for f in main():
+        print(f)

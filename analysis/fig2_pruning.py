@@ -1,0 +1,89 @@
+"""Fig. 2 — zero every |w| < θ of the pre-trained denoiser, FID and CLIP score vs θ, per backbone.
+
+Reads the `pruning` experiment rows of the results table (``prune_threshold``, ``prune_fraction``,
+``fid``, ``clip_score``); θ = 0 is the untouched model (dashed line). Writes
+``fig2_pruning.{png,pdf}`` and ``fig2_pruning.{md,tex}``.
+
+    python analysis/fig2_pruning.py --results results.csv --out outputs/analysis/pruning
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from _common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,  # noqa: E402
+                     rows_of, save_fig, sci, write_missing, write_tables)
+
+NAME = "fig2_pruning"
+
+
+def pruning_table(df):
+    d = df.copy()
+    d["theta"] = num(d, "prune_threshold")
+    if d["theta"].isna().all():
+        d["theta"] = num(d, "threshold")
+    d = d[d["theta"].notna()]
+    return mean_over_seeds(d, ["backbone", "theta"], ["fid", "clip_score", "prune_fraction"]).sort_values(
+        ["backbone", "theta"]).reset_index(drop=True)
+
+
+def main(argv=None):
+    args = arg_parser(__doc__.split("\n\n")[0], "outputs/analysis/pruning").parse_args(argv)
+    out = out_dir(args.out)
+    df = rows_of(load(args.results), args.experiment or "pruning")
+    if df.empty or not has_metric(df, "fid"):
+        return write_missing(out, NAME, "no `pruning` runs with FID in the results table")
+    m = pruning_table(df)
+    if m.empty:
+        return write_missing(out, NAME, "pruning runs lack `prune_threshold`")
+    plt = pyplot()
+    metrics = [("fid", "FID ↓"), ("clip_score", "CLIP score ↑")]
+    metrics = [x for x in metrics if has_metric(m, x[0])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.3), squeeze=False)
+    pos = m.loc[m["theta"] > 0, "theta"]
+    lin = float(pos.min()) if len(pos) else 1e-4
+    for ax, (col, label) in zip(axes[0], metrics):
+        for i, (bb, g) in enumerate(m.groupby("backbone", sort=True)):
+            c = f"C{i}"
+            ax.plot(g["theta"], g[col], "o-", color=c, label=str(bb), ms=3.5)
+            base = g.loc[g["theta"] == 0, col]
+            if len(base):
+                ax.axhline(float(base.iloc[0]), color=c, ls="--", lw=0.8, alpha=0.7)
+        ax.set_xscale("symlog", linthresh=lin)
+        ax.set_xlim(left=0, right=float(m["theta"].max()) * 1.3 if m["theta"].max() > 0 else None)
+        vals = m[col].to_numpy(dtype=float)
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if col == "fid" and len(vals) and vals.max() / vals.min() > 20:
+            ax.set_yscale("log")
+        ax.set_xlabel("threshold θ (entries with |w| < θ set to 0)")
+        ax.set_ylabel(label)
+    axes[0][0].legend(title="backbone", fontsize=8)
+    fig.suptitle("Fig. 2 — pruning the smallest parameters (dashed: unpruned model)")
+    files = save_fig(fig, out, NAME)
+
+    sections = []
+    for bb, g in m.groupby("backbone", sort=True):
+        base = g.loc[g["theta"] == 0]
+        f0 = float(base["fid"].iloc[0]) if len(base) else np.nan
+        c0 = float(base["clip_score"].iloc[0]) if len(base) and "clip_score" in g else np.nan
+        cells = []
+        for _, r in g.iterrows():
+            frac = r.get("prune_fraction", np.nan)
+            cells.append([sci(r["theta"]), fmt(100 * frac, 2) if np.isfinite(frac) else "–", fmt(r["fid"]),
+                          fmt(100 * (r["fid"] - f0) / f0, 1) if np.isfinite(f0) else "–",
+                          fmt(r.get("clip_score", np.nan)),
+                          fmt(r.get("clip_score", np.nan) - c0) if np.isfinite(c0) else "–"])
+        sections.append({"title": f"backbone {bb}", "header": ["θ", "pruned %", "FID", "ΔFID %", "CLIP", "ΔCLIP"],
+                         "cells": cells, "caption": f"Pruning |w| < θ, backbone {bb} (Fig. 2)",
+                         "label": f"tab:pruning-{bb}"})
+    files += write_tables(out, NAME, sections, "Fig. 2 — pruning the smallest parameters")
+    return files
+
+
+if __name__ == "__main__":
+    for f in main():
+        print(f)

@@ -1,0 +1,73 @@
+"""Fig. 6 — continued training of each backbone on its own pre-training data with each method: FID.
+
+Reads the `backbone` experiment rows (``fid`` per method); the untouched model is the run of
+variant ``pretrained`` (``experiment_name=backbone--pretrained train.steps=0``). Writes
+``fig6_backbone.{png,pdf}`` and ``fig6_backbone.{md,tex}``.
+
+    python analysis/fig6_backbone.py --results results.csv --out outputs/analysis/backbone
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from _common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, method_label,  # noqa: E402
+                     method_sort_key, out_dir, pyplot, rows_of, save_fig, write_missing, write_tables)
+
+NAME = "fig6_backbone"
+
+
+def backbone_table(df):
+    d = df.copy()
+    d["label"] = [("Pre-trained" if str(v) == "pretrained" else method_label(m) + (f" ({v})" if v else ""))
+                  for m, v in zip(d["method"], d["variant"])]
+    d["order"] = [(-1, "") if str(v) == "pretrained" else method_sort_key(m) for m, v in zip(d["method"], d["variant"])]
+    m = mean_over_seeds(d, ["backbone", "label", "method", "variant", "budget"], ["fid", "clip_score", "trainable_params"])
+    m["order"] = [(-1, "") if str(v) == "pretrained" else method_sort_key(me) for me, v in zip(m["method"], m["variant"])]
+    return m.sort_values(["backbone", "order"]).reset_index(drop=True)
+
+
+def main(argv=None):
+    args = arg_parser(__doc__.split("\n\n")[0], "outputs/analysis/backbone").parse_args(argv)
+    out = out_dir(args.out)
+    df = rows_of(load(args.results), args.experiment or "backbone")
+    if df.empty or not has_metric(df, "fid"):
+        return write_missing(out, NAME, "no `backbone` runs with FID in the results table")
+    m = backbone_table(df)
+    plt = pyplot()
+    bbs = list(dict.fromkeys(m["backbone"]))
+    fig, axes = plt.subplots(1, len(bbs), figsize=(max(4.0, 0.8 * m["label"].nunique() + 1.5) * len(bbs), 3.4),
+                             squeeze=False)
+    sections = []
+    for ax, bb in zip(axes[0], bbs):
+        g = m[m["backbone"] == bb].reset_index(drop=True)
+        colors = ["0.6" if lbl == "Pre-trained" else ("C3" if me == "sara" else "C0")
+                  for lbl, me in zip(g["label"], g["method"])]
+        err = g["fid_std"].fillna(0).to_numpy() if "fid_std" in g else None
+        ax.bar(range(len(g)), g["fid"], color=colors, yerr=err, capsize=2)
+        ax.set_xticks(range(len(g)), g["label"], rotation=30, ha="right")
+        lo, hi = float(np.nanmin(g["fid"])), float(np.nanmax(g["fid"]))
+        ax.set_ylim(max(0.0, lo - 0.3 * (hi - lo + 1e-9) - 0.05 * lo), hi + 0.2 * (hi - lo + 1e-9) + 0.02 * hi)
+        ax.set_ylabel("FID ↓")
+        ax.set_title(f"backbone {bb}")
+        best = best_mask(list(g["fid"]), True)
+        cells = [[r["label"], str(r["budget"]), fmt(r["fid"]),
+                  fmt(r.get("fid_std", np.nan)), fmt(r.get("clip_score", np.nan)),
+                  fmt(r.get("trainable_params", np.nan), 0), str(int(r["n_seeds"]))] for _, r in g.iterrows()]
+        bold = [[False, False, b, False, False, False, False] for b in best]
+        sections.append({"title": f"backbone {bb}", "header": ["method", "budget", "FID", "FID std", "CLIP",
+                                                               "trainable", "seeds"],
+                         "cells": cells, "bold": bold, "caption": f"Continued training on the pre-training data, {bb} (Fig. 6)"})
+    fig.suptitle("Fig. 6 — FID after continued training on the pre-training data (lower is better)")
+    files = save_fig(fig, out, NAME)
+    files += write_tables(out, NAME, sections, "Fig. 6 — backbone enhancement", "Best FID in bold.")
+    return files
+
+
+if __name__ == "__main__":
+    for f in main():
+        print(f)

@@ -1,0 +1,152 @@
+"""Table 1 (and Tables 4, 5, 6) — style fine-tuning: FID, CLIP score (or B-VQA) and VLHI per
+method × budget × dataset, with the Mean column, one table per backbone; best per column within
+each budget block in bold.
+
+VLHI (SPEC Eq. 8, ``sara.metrics.vlhi``) is computed within each (backbone, dataset) group over
+every method and budget of the table; the Mean column is each row's mean FID / mean quality over
+the datasets, with VLHI computed within the Mean group (the paper's convention). Seeds are
+averaged first. Reads the `style` experiment rows. Writes ``<name>.{md,tex,csv}`` and
+``<name>_mean_vlhi.{png,pdf}``.
+
+    python analysis/table1_style.py --results results.csv --out outputs/analysis/style
+    python analysis/table1_style.py --results results.csv --quality bvqa --name table6_bvqa \
+        --methods full,dora,lora,adaptformer,lt_sft,sara      # Table 6
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from _common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, fmt, has_metric, load,  # noqa: E402
+                     method_label, out_dir, pyplot, rows_of, save_fig, sort_rows, style_long, write_missing)
+
+TABLE1_METHODS = ["full", "lora", "adaptformer", "lt_sft", "sara"]
+
+
+def parser():
+    ap = arg_parser(__doc__.split("\n\n")[0], "outputs/analysis/style")
+    ap.add_argument("--quality", default="clip_score", choices=["clip_score", "bvqa"],
+                    help="text-alignment metric in VLHI (Table 6: bvqa)")
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated method ids to include (default: every method present)")
+    ap.add_argument("--name", default=None, help="output file stem (default table1_style / table6_bvqa)")
+    return ap
+
+
+def build(df, quality="clip_score", methods=None):
+    d = df.copy()
+    if methods:
+        d = d[d["method"].isin(methods)]
+    d = d[d["dataset"].isin(DATASETS) | ~d["dataset"].isin(["pretrain"])]
+    return style_long(d, quality)
+
+
+def sections_for(long, quality):
+    q = QUALITY_LABEL.get(quality, quality)
+    ds = [x for x in DATASETS if x in set(long["dataset"])] + \
+        sorted(set(long["dataset"]) - set(DATASETS) - {MEAN}) + ([MEAN] if MEAN in set(long["dataset"]) else [])
+    sections = []
+    for bb, g in long.groupby("backbone", sort=True):
+        rows = sort_rows(g[["budget", "method"]].drop_duplicates(), ["budget", "method"])
+        cells, bold, mids = [], [], []
+        cols = []
+        for d in ds:
+            cols += [(d, "fid", True), (d, quality, False), (d, "vlhi", False)]
+        values = []
+        for i, (_, r) in enumerate(rows.iterrows()):
+            if i and rows["budget"].iloc[i] != rows["budget"].iloc[i - 1]:
+                mids.append(i)
+            row_vals = []
+            for d, c, _ in cols:
+                v = g[(g["budget"] == r["budget"]) & (g["method"] == r["method"]) & (g["dataset"] == d)][c]
+                row_vals.append(float(v.iloc[0]) if len(v) else np.nan)
+            values.append(row_vals)
+        values = np.array(values, dtype=float).reshape(len(rows), len(cols))
+        marks = np.zeros_like(values, dtype=bool)
+        for bu in dict.fromkeys(rows["budget"]):
+            idx = np.flatnonzero((rows["budget"] == bu).to_numpy())
+            if len(idx) < 2:
+                continue
+            for j, (_, c, lower) in enumerate(cols):
+                marks[idx, j] = best_mask(list(values[idx, j]), lower)
+        for i, (_, r) in enumerate(rows.iterrows()):
+            cells.append([str(r["budget"]), method_label(r["method"])] +
+                         [fmt(v, 3 if quality == "bvqa" and cols[j][1] == quality else 2) for j, v in enumerate(values[i])])
+            bold.append([False, False] + list(marks[i]))
+        header = ["budget", "method"] + [f"{d} {'FID' if c == 'fid' else (q if c == quality else 'VLHI')}"
+                                         for d, c, _ in cols]
+        short = ["budget", "method"] + ["FID" if c == "fid" else (q if c == quality else "VLHI") for d, c, _ in cols]
+        sections.append({"title": f"backbone {bb}", "header": header, "cells": cells, "bold": bold,
+                         "caption": f"Style fine-tuning on backbone {bb}: FID ↓, {q} ↑, VLHI ↑ "
+                                    f"(best per budget in bold)",
+                         "label": f"tab:style-{bb}-{quality}", "n_index": 2, "midrule_before": mids,
+                         "header_groups": [("", 2)] + [(d, 3) for d in ds], "latex_header": short})
+    return sections
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    out = out_dir(args.out)
+    name = args.name or ("table1_style" if args.quality == "clip_score" else "table6_bvqa")
+    df = rows_of(load(args.results), args.experiment or "style")
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    if df.empty or not has_metric(df, "fid", args.quality):
+        return write_missing(out, name, f"no `style` runs with FID and {args.quality} in the results table")
+    long = build(df, args.quality, methods)
+    if long.empty:
+        return write_missing(out, name, "no complete (FID, quality) pairs among the selected methods")
+    long.to_csv(out / f"{name}.csv", index=False)
+    secs = sections_for(long, args.quality)
+    for s in secs:  # LaTeX: dataset names in the grouped header, short metric names below
+        s["header_tex"] = s.pop("latex_header")
+    files = [out / f"{name}.csv"]
+    files += _write(out, name, secs, args.quality)
+
+    mean = long[long["dataset"] == MEAN]
+    if len(mean):
+        plt = pyplot()
+        budgets = list(dict.fromkeys(sort_rows(mean, ["budget", "method"])["budget"]))
+        meths = list(dict.fromkeys(sort_rows(mean, ["method"])["method"]))
+        fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(budgets), 3.2))
+        w = 0.8 / max(1, len(meths))
+        for k, me in enumerate(meths):
+            ys = [mean[(mean["budget"] == b) & (mean["method"] == me)]["vlhi"] for b in budgets]
+            ys = [float(y.iloc[0]) if len(y) else np.nan for y in ys]
+            ax.bar(np.arange(len(budgets)) + (k - (len(meths) - 1) / 2) * w, ys, w, label=method_label(me),
+                   color="C3" if me == "sara" else f"C{k % 10 if k % 10 != 3 else 9}")
+        ax.set_xticks(range(len(budgets)), budgets)
+        ax.set_xlabel("budget")
+        ax.set_ylabel("Mean VLHI ↑")
+        ax.set_ylim(0, 2)
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(f"Mean VLHI over the datasets ({QUALITY_LABEL.get(args.quality, args.quality)})")
+        files += save_fig(fig, out, f"{name}_mean_vlhi")
+    return files
+
+
+def _write(out, name, secs, quality):
+    # Markdown gets "Dataset Metric" headers; LaTeX the grouped two-row header.
+    from _common import latex_table, markdown_table
+
+    q = QUALITY_LABEL.get(quality, quality)
+    title = "Table 6 — style fine-tuning with B-VQA" if quality == "bvqa" else "Table 1 — style fine-tuning"
+    md = [f"# {title}", f"FID ↓, {q} ↑, VLHI ↑ (SPEC Eq. 8, within each backbone × dataset over all methods "
+                        f"and budgets; Mean = VLHI of each row's mean FID and mean {q}). Best per budget in bold."]
+    tex = []
+    for s in secs:
+        md.append(f"## {s['title']}")
+        md.append(markdown_table(s["cells"], s["header"], s["bold"]))
+        tex.append(latex_table(s["cells"], s["header_tex"], s["caption"], s["label"], s["bold"], 2,
+                               s["header_groups"], s["midrule_before"]))
+    (out / f"{name}.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
+    (out / f"{name}.tex").write_text("\n\n".join(tex) + "\n", encoding="utf-8")
+    return [out / f"{name}.md", out / f"{name}.tex"]
+
+
+if __name__ == "__main__":
+    for f in main():
+        print(f)

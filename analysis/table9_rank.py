@@ -1,0 +1,69 @@
+"""Table 9 — SaRA with and without the nuclear-norm rank loss (paper: Cyberpunk, ElementFire).
+
+Reads the `ablation` experiment rows of methods ``sara`` and ``sara_no_rank`` on every dataset
+where both ran. Writes ``table9_rank.{md,tex}``.
+
+    python analysis/table9_rank.py --results results.csv --out outputs/analysis/ablation
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (DATASETS, arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, out_dir,  # noqa: E402
+                     rows_of, write_missing, write_tables)
+
+NAME = "table9_rank"
+VARIANTS = [("sara", "SaRA"), ("sara_no_rank", "SaRA w/o rank loss")]
+
+
+def rank_table(df):
+    d = df[df["method"].isin([v[0] for v in VARIANTS])]
+    m = mean_over_seeds(d, ["backbone", "dataset", "method"], ["fid", "clip_score"])
+    both = m.groupby(["backbone", "dataset"])["method"].transform("nunique") == len(VARIANTS)
+    return m[both].reset_index(drop=True)
+
+
+def main(argv=None):
+    ap = arg_parser(__doc__.split("\n\n")[0], "outputs/analysis/ablation")
+    ap.add_argument("--datasets", default=None, help="comma-separated (default: every dataset with both runs)")
+    args = ap.parse_args(argv)
+    out = out_dir(args.out)
+    df = rows_of(load(args.results), args.experiment or "ablation")
+    if df.empty or not has_metric(df, "fid", "clip_score"):
+        return write_missing(out, NAME, "no `ablation` runs with FID and CLIP in the results table")
+    m = rank_table(df)
+    if args.datasets:
+        m = m[m["dataset"].isin(args.datasets.split(","))]
+    if m.empty:
+        return write_missing(out, NAME, "no dataset with both `sara` and `sara_no_rank` runs")
+    sections = []
+    for bb, g in m.groupby("backbone", sort=True):
+        ds = [d for d in DATASETS if d in set(g["dataset"])] + sorted(set(g["dataset"]) - set(DATASETS))
+        vals = {(r["method"], r["dataset"]): r for _, r in g.iterrows()}
+        cells, bold = [], []
+        for me, lab in VARIANTS:
+            row, b = [lab], [False]
+            for d in ds:
+                r = vals[(me, d)]
+                row += [fmt(r["fid"]), fmt(r["clip_score"])]
+            cells.append(row)
+        for i, (me, _) in enumerate(VARIANTS):
+            b = [False]
+            for d in ds:
+                f = [vals[(x, d)]["fid"] for x, _ in VARIANTS]
+                c = [vals[(x, d)]["clip_score"] for x, _ in VARIANTS]
+                b += [best_mask(f, True)[i], best_mask(c, False)[i]]
+            bold.append(b)
+        header = ["variant"] + [f"{d} {k}" for d in ds for k in ("FID", "CLIP")]
+        sections.append({"title": f"backbone {bb}", "header": header, "cells": cells, "bold": bold,
+                         "caption": f"Rank loss ablation, backbone {bb} (Table 9)", "label": f"tab:rank-{bb}",
+                         "header_groups": [("", 1)] + [(d, 2) for d in ds]})
+    return write_tables(out, NAME, sections, "Table 9 — rank loss", "Better value per column in bold.")
+
+
+if __name__ == "__main__":
+    for f in main():
+        print(f)

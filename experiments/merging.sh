@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Experiment `merging` (paper Fig. 17, App. G; needs the style runs (sara, 50M)). One command: runs (a finished run is skipped, a failed one is recorded in
+# its failed.json and the rest go on), then the results table, then the figures/tables.
+#   bash experiments/merging.sh [hydra overrides for every run, e.g. backbone=sd15 train=paper hydra/launcher=local]
+# Outputs: outputs/runs/merging*/..., outputs/results/merging.csv, outputs/analysis/merging/
+set -uo pipefail
+cd "$(dirname "$0")/.."
+status=0
+for pair in BarbieCore:Cyberpunk Cyberpunk:ElementFire ElementFire:Expedition Hornify:Cyberpunk; do
+  a=${pair%%:*}; b=${pair##*:}
+  python run.py -m +experiment=merging data.name=$a delta.merge_with=$b "$@" || status=$?
+  python run.py -m +experiment=merging data.name=$b delta.merge_with=$a "$@" || status=$?
+done
+python -m sara.results --root outputs/runs --experiment merging --csv outputs/results/merging.csv || status=$?
+python analysis/fig17_merging.py --results outputs/results/merging.csv --out outputs/analysis/merging || status=$?
+exit $status

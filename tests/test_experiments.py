@@ -1,0 +1,200 @@
+"""conf/experiment/*.yaml and experiments/*.sh: every experiment composes with Hydra, its sweep
+expands to distinct run directories (no two jobs of any experiment share one), the scaling and
+merging runs point at style runs that the style sweep produces, and each script is valid bash.
+
+Two composition checks:
+
+* ``test_experiment_files_compose`` composes against a copy of ``conf/`` whose primary defaults list
+  lets ``+experiment=<id>`` append the experiment after ``_self_`` (what the experiments need), so
+  it tests these files whatever the state of ``conf/config.yaml``;
+* ``test_plus_experiment_composes_with_the_real_primary_config`` composes against ``conf/`` itself,
+  exactly as ``python run.py -m +experiment=<id>`` does.
+
+A missing ``conf/backbone/tiny.yaml`` (the backbone group not written yet) is replaced by a stub
+with ``name: tiny`` in the copy; the real-config test skips until it exists.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+EXP_DIR = CONF / "experiment"
+SH_DIR = REPO / "experiments"
+EXPERIMENTS = sorted(p.stem for p in EXP_DIR.glob("*.yaml"))
+GROUPS = ("backbone", "method", "budget", "data", "train", "eval")  # config groups (value = option name)
+# the id in the results table (sara.results splits experiment_name at "--")
+EXPECTED_ID = {"bvqa": "style", "hyper_lr_piter": "hyper", "hyper_rank_piter": "hyper"}
+SPEC_IDS = {"pruning", "migration", "backbone", "style", "ablation", "threshold", "hyper", "bvqa", "scaling",
+            "merging", "analysis"}
+
+
+def _compose(conf_dir: Path, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+_CACHE: dict = {}
+
+
+def _compose_cached(conf_dir: Path, exp: str):
+    key = (str(conf_dir), exp)
+    if key not in _CACHE:
+        _CACHE[key] = _compose(conf_dir, [f"+experiment={exp}"])
+    return _CACHE[key]
+
+
+@pytest.fixture(scope="module")
+def conf_copy(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("conf") / "conf"
+    shutil.copytree(CONF, dst)
+    if not (dst / "backbone" / "tiny.yaml").exists():
+        (dst / "backbone").mkdir(exist_ok=True)
+        (dst / "backbone" / "tiny.yaml").write_text("# stand-in (tests/test_experiments.py)\nname: tiny\n")
+    prim = OmegaConf.load(dst / "config.yaml")
+    defaults = [d for d in prim.defaults if not (hasattr(d, "keys") and "experiment" in d)]
+    prim.defaults = [d for d in defaults if d != "_self_"] + ["_self_"]
+    OmegaConf.save(prim, dst / "config.yaml")
+    return dst
+
+
+def _parse(k: str, v) -> list:
+    """Typed values of one sweep override ``k=v`` (Hydra's own parser)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    ov = OverridesParser.create().parse_override(f"{k}={v}")
+    val = ov.value()
+    return list(val.list) if isinstance(val, ChoiceSweep) else [val]
+
+
+def _set(cfg, key: str, value) -> None:
+    if key in GROUPS:  # a group choice: the run directory only needs its name
+        OmegaConf.update(cfg, f"{key}.name", value, merge=False)
+    else:
+        OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+
+
+def _sh_commands() -> list[tuple[str, list[str]]]:
+    """``(experiment, extra overrides)`` of every ``python run.py -m +experiment=...`` in the scripts,
+    with the merging loop's ``$a``/``$b`` expanded."""
+    out = []
+    for sh in sorted(SH_DIR.glob("*.sh")):
+        text = sh.read_text()
+        pairs = re.findall(r"(\w+):(\w+)", (re.search(r"for pair in ([^;]+);", text) or [None, ""])[1])
+        for line in text.splitlines():
+            m = re.search(r"python run\.py -m \+experiment=(\w+)(.*?)(\"\$@\"|\|\||$)", line)
+            if not m:
+                continue
+            extra = [t for t in m.group(2).split() if t]
+            if any("$a" in t or "$b" in t for t in extra):
+                for a, b in pairs:
+                    out.append((m.group(1), [t.replace("$a", a).replace("$b", b) for t in extra]))
+            else:
+                out.append((m.group(1), extra))
+    return out
+
+
+def _jobs(conf_dir: Path, exp: str, extra: list[str]):
+    """Every job of ``python run.py -m +experiment=<exp> <extra>``: (resolved config, run dir)."""
+    from sara.runs import run_dir_for
+
+    key = ("jobs", str(conf_dir), exp)
+    if key not in _CACHE:
+        cfg = _compose_cached(conf_dir, exp)
+        sweep = dict(OmegaConf.to_container(cfg.hydra.sweeper.params or {}, resolve=False))
+        full = OmegaConf.to_container(cfg, resolve=False)
+        del full["hydra"]
+        OmegaConf.to_container(OmegaConf.create(full), resolve=True)  # every interpolation resolves
+        # what run directories depend on (scalars of the groups, the experiment's own keys): cheap to copy
+        slim = {k: v for k, v in full.items() if not isinstance(v, dict) or k in ("delta", "diagnostics")}
+        for g in GROUPS:
+            if isinstance(full.get(g), dict):
+                slim[g] = {k: v for k, v in full[g].items() if not isinstance(v, (dict, list))}
+        _CACHE[key] = (sweep, OmegaConf.create(slim))
+    sweep, base = _CACHE[key]
+    params = dict(sweep)
+    for tok in extra:  # command-line overrides replace the sweeper's (BasicSweeper semantics)
+        k, v = tok.split("=", 1)
+        params[k.lstrip("+")] = v
+    keys = list(params)
+    out = []
+    for combo in itertools.product(*[_parse(k, params[k]) for k in keys]):
+        c = base.copy()
+        for k, v in zip(keys, combo):
+            _set(c, k, v)
+        out.append((c, run_dir_for(c)))
+    return out
+
+
+def test_every_spec_experiment_has_a_config_and_a_script():
+    assert SPEC_IDS <= set(EXPERIMENTS)
+    launched = {e for e, _ in _sh_commands()}
+    assert set(EXPERIMENTS) <= launched, f"experiment files no script runs: {set(EXPERIMENTS) - launched}"
+    for e in SPEC_IDS:
+        sh = SH_DIR / f"{e}.sh"
+        assert sh.is_file() and sh.stat().st_mode & 0o111, f"{sh} missing or not executable"
+
+
+def test_scripts_are_valid_bash():
+    for sh in sorted(SH_DIR.glob("*.sh")):
+        r = subprocess.run(["bash", "-n", str(sh)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{sh.name}: {r.stderr}"
+
+
+@pytest.mark.parametrize("exp", EXPERIMENTS)
+def test_experiment_file_header(exp):
+    text = (EXP_DIR / f"{exp}.yaml").read_text()
+    assert text.splitlines()[0].strip() == "# @package _global_"
+    raw = OmegaConf.load(EXP_DIR / f"{exp}.yaml")
+    assert "experiment_name" in raw and raw.hydra.sweeper.params
+
+
+def test_experiment_files_compose(conf_copy):
+    """Every experiment's every job composes, names its experiment right and has a run directory
+    of its own; scaling/merging read deltas the style sweep writes."""
+    seen: dict[Path, str] = {}
+    style_dirs, sources = set(), []
+    for exp, extra in [(e, []) for e in EXPERIMENTS] + _sh_commands():
+        jobs = _jobs(conf_copy, exp, extra)
+        assert jobs
+        for c, d in jobs:
+            name = str(c.experiment_name)
+            assert name.split("--")[0] == EXPECTED_ID.get(exp, exp), (exp, name)
+            if d in seen and seen[d] != f"{exp} {extra}":
+                # the same job listed twice (a script line repeating the file's own sweep) is fine
+                assert seen[d].split()[0] == exp, f"{d}: {seen[d]} and {exp} {extra}"
+            seen.setdefault(d, f"{exp} {extra}")
+            if name == "style" and c.method.name == "sara":
+                style_dirs.add(str(d))
+            if OmegaConf.select(c, "delta.source") is not None:
+                sources.append(str(c.delta.source))
+            if OmegaConf.select(c, "delta.merge_with") is not None:
+                sources.append(str(c.delta.merge_source))
+    assert sources and set(sources) <= style_dirs, sorted(set(sources) - style_dirs)[:3]
+    n = {e: len(_jobs(conf_copy, e, [])) for e in ("style", "pruning", "hyper", "scaling", "analysis")}
+    assert n == {"style": 60, "pruning": 9, "hyper": 25, "scaling": 35, "analysis": 4}
+
+
+def test_plus_experiment_composes_with_the_real_primary_config():
+    if not (CONF / "backbone" / "tiny.yaml").exists():
+        pytest.skip("conf/backbone/tiny.yaml not written yet")
+    for exp in EXPERIMENTS:
+        try:
+            cfg = _compose(CONF, [f"+experiment={exp}"])
+        except Exception as e:  # noqa: BLE001
+            pytest.fail(f"`python run.py -m +experiment={exp}` does not compose with conf/config.yaml: {e}. "
+                        "conf/config.yaml must not list `experiment` in its defaults (keep `_self_` last), so "
+                        "`+experiment=<id>` appends the experiment after the primary config.")
+        assert str(cfg.experiment_name).split("--")[0] == EXPECTED_ID.get(exp, exp), (
+            f"+experiment={exp}: experiment_name is {cfg.experiment_name!r}; the primary config's own keys "
+            "override the experiment file (its `_self_` comes after the experiment in the defaults list)")
