@@ -588,7 +588,8 @@ def _execute(cfg: Any, plain: dict, run_dir: Path) -> dict:
                                 shuffle=tcfg.shuffle),
         steps=tcfg.steps, seed=seed,
         extra={"backbone": backbone, "accelerator": accelerator, "run_dir": run_dir,
-               "batch_size": tcfg.batch_size})
+               "batch_size": tcfg.batch_size, "lr": tcfg.lr,
+               "max_grad_norm": tcfg.max_grad_norm})
     method = hydra.utils.instantiate(plain["method"], _convert_="all")
     model = method.apply(backbone.denoiser, budget=budget, ctx=ctx)
     optimizer = method.make_optimizer(lr=tcfg.lr, weight_decay=tcfg.weight_decay,

@@ -325,7 +325,6 @@ class Trainer:
         self.model = acc.prepare_model(model) if acc.num_processes > 1 else model
         self.raw_optimizer = optimizer
         self.optimizer = acc.prepare_optimizer(optimizer, device_placement=False)
-        self.params = [p for g in optimizer.param_groups for p in g["params"]]
         from diffusers.optimization import get_scheduler
 
         self.scheduler = get_scheduler(cfg.lr_scheduler, optimizer,
@@ -500,7 +499,9 @@ class Trainer:
                         acc.backward(loss / cfg.grad_accum)
                 grad_norm = None
                 if clip:
-                    grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                    # read the groups each step: SaRA's re-selection replaces its trained leaves
+                    params = [p for g in self.raw_optimizer.param_groups for p in g["params"]]
+                    grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
                     grad_norm = float(grad_norm) if grad_norm is not None else None
                 self.optimizer.step()
                 if not getattr(self.optimizer, "step_was_skipped", False):

@@ -55,7 +55,7 @@ def test_primary_config_composes():
     del plain["hydra"]
     OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
     assert cfg.hydra.run.dir == str(run_dir_for(cfg))
-    assert cfg.method.name == "full" and cfg.data.name == "BarbieCore"
+    assert cfg.method.name == "sara" and cfg.data.name == "BarbieCore"
     assert cfg.data.caption_prefix == "BarbieCore style, "
 
 

@@ -14,7 +14,8 @@ from sara import runs
 from sara.runs import (atomic_torch_save, atomic_write_json, execute, load_result, resolve_budget,
                        run_dir_for)
 
-SMOKE = ["backbone=stub", "data=stub", "train=smoke", "eval=smoke"]
+# method=full: these tests check the plumbing with every weight trained (the default is sara)
+SMOKE = ["backbone=stub", "data=stub", "train=smoke", "eval=smoke", "method=full"]
 
 
 def compose(conf_dir, overrides, hydra_cfg=False):
@@ -192,7 +193,7 @@ def test_hydra_multirun_failed_job_does_not_stop_others(stub_conf, stub_world, t
     import run as run_py
 
     out = tmp_path / "runs"
-    argv = ["run.py", "-m", f"--config-path={stub_conf}", *SMOKE, f"output_root={out}",
+    argv = ["run.py", "-m", f"--config-path={stub_conf}", *SMOKE[:-1], f"output_root={out}",
             "method=broken,full", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as ei:

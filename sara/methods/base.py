@@ -127,3 +127,36 @@ class Method(abc.ABC):
         """What goes into the run's result record about the method."""
         return {"method": self.name, "knob": self.knob, "knob_value": self.knob_value,
                 "target_params": self.target_params, "trainable_params": self.num_trainable()}
+
+
+class AddedParamsMethod(Method):
+    """A method that trains whole parameter tensors it added or named (LoRA, DoRA, AdaptFormer):
+    ``apply`` fills ``self._trainable`` / ``self._names``; optimizer, count and checkpoint
+    state follow from those two lists."""
+
+    def make_optimizer(self, lr: float | None, weight_decay: float = 1e-2,
+                       betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+        if not getattr(self, "_trainable", None):
+            raise RuntimeError("call apply() before make_optimizer()")
+        return torch.optim.AdamW(self._trainable, lr=self.lr if lr is None else lr,
+                                 weight_decay=weight_decay, betas=tuple(betas))
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self._trainable)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in zip(self._names, self._trainable)}
+
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = sorted(set(self._names) - set(state))
+        extra = sorted(set(state) - set(self._names))
+        if missing or extra:
+            raise KeyError(f"{self.name}: checkpoint does not match the adapted model "
+                           f"(missing {missing[:3]}, unexpected {extra[:3]})")
+        with torch.no_grad():
+            for n, p in zip(self._names, self._trainable):
+                if state[n].shape != p.shape:
+                    raise ValueError(f"{self.name}: {n} has shape {tuple(state[n].shape)} in the "
+                                     f"checkpoint, {tuple(p.shape)} in the model "
+                                     f"(another {getattr(self, 'knob', None) or 'size'}?)")
+                p.copy_(state[n].to(p.dtype))

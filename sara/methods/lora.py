@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from ._util import freeze, nearest_int_knob
-from .base import Method, PrepareContext
+from .base import AddedParamsMethod, PrepareContext
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 JOINT_TARGETS = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
-class LoRA(Method):
+class LoRA(AddedParamsMethod):
     name = "lora"
     knob = "rank"
     use_dora = False
@@ -123,32 +123,6 @@ class LoRA(Method):
                 self._names.append(n)
         self.module = model
         return model
-
-    def make_optimizer(self, lr: float | None, weight_decay: float = 1e-2,
-                       betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
-        if not self._trainable:
-            raise RuntimeError("call apply() before make_optimizer()")
-        return torch.optim.AdamW(self._trainable, lr=self.lr if lr is None else lr,
-                                 weight_decay=weight_decay, betas=tuple(betas))
-
-    def num_trainable(self) -> int:
-        return sum(p.numel() for p in self._trainable)
-
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach() for n, p in zip(self._names, self._trainable)}
-
-    def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = sorted(set(self._names) - set(state))
-        extra = sorted(set(state) - set(self._names))
-        if missing or extra:
-            raise KeyError(f"{self.name}: checkpoint does not match the adapted model "
-                           f"(missing {missing[:3]}..., unexpected {extra[:3]}...)")
-        with torch.no_grad():
-            for n, p in zip(self._names, self._trainable):
-                if state[n].shape != p.shape:
-                    raise ValueError(f"{self.name}: {n} has shape {tuple(state[n].shape)} in the "
-                                     f"checkpoint, {tuple(p.shape)} in the model (another rank?)")
-                p.copy_(state[n].to(p.dtype))
 
     def restore(self, denoiser: nn.Module, state: dict[str, torch.Tensor],
                 budget: int | None = None) -> nn.Module:
