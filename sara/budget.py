@@ -97,6 +97,18 @@ def solve_knob(method, denoiser, target: int | None) -> dict:
             "denoiser_params": n}
 
 
+def eq12_lr_for_budget(denoiser, target: int) -> tuple[float, float]:
+    """``(θ, lr)``: the threshold SaRA needs for ``target`` trainable entries on ``denoiser`` and
+    Eq. 12's learning rate for it. The paper derives every method's initial learning rate from
+    the threshold (App. training details); ``train.lr=eq12`` gives all methods of one budget the
+    same rate this way, so no baseline is left under-trained by an SD-scale default."""
+    from .core.optimizer import lr_from_threshold
+    from .core.selection import threshold_for_budget
+
+    theta = threshold_for_budget(denoiser, int(target))
+    return theta, lr_from_threshold(theta)
+
+
 # --- configs ----------------------------------------------------------------------------------
 def method_names(conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in (conf_dir / "method").glob("*.yaml"))
