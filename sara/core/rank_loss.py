@@ -53,7 +53,15 @@ def sparse_matrix(sparse: "SparseParameters", name: str, values: Tensor | None =
 
 @torch.no_grad()
 def nuclear_norm_and_subgradient(p: Tensor) -> tuple[Tensor, Tensor]:
-    """(||P||_*, U Vᵀ) from one reduced SVD."""
+    """(||P||_*, U Vᵀ) from one reduced SVD.
+
+    On CPU a wide matrix (most conv weights viewed as ``[out, in·kh·kw]``) is decomposed as its
+    tall transpose, ``Pᵀ = U' Σ V'ᵀ``, so ``U Vᵀ = V' U'ᵀ``: the same factorisation, but LAPACK's
+    tall path is ~4x faster (SD 1.5's ``[1280, 11520]`` convs: ~9 s instead of ~35 s on one
+    core)."""
+    if p.device.type == "cpu" and p.shape[-2] < p.shape[-1]:
+        u, s, vh = torch.linalg.svd(p.mT, full_matrices=False)
+        return s.sum(), vh.mT @ u.mT
     u, s, vh = torch.linalg.svd(p, full_matrices=False)
     return s.sum(), u @ vh
 
