@@ -87,7 +87,13 @@ def _claim_best(df, col, lower, quality="clip_score", methods=None, what="Mean V
         return NOT_RUN, "no budget with SaRA and another PEFT method over every dataset"
     ok = all(r[2] == "sara" for r in rows)
     ev = "; ".join(f"{r[0]} {r[1]}: best {method_label(r[2])} {fmt(r[3])}, SaRA {fmt(r[4])}" for r in rows)
-    return _verdict(ok), f"{what} — " + ev
+    return _verdict(ok), f"{what} — " + ev + _coverage(long)
+
+
+def _coverage(long):
+    """Which datasets the Mean covers: a verdict from one style set is weaker than one from all five."""
+    names = sorted(set(long["dataset"]) - {MEAN})
+    return f" (Mean over {len(names)} dataset{'s' if len(names) != 1 else ''}: {', '.join(names)})"
 
 
 def _paper_best(tables, col, lower, q="CLIP", exclude=("Full",)):
