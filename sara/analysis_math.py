@@ -160,6 +160,16 @@ def _select_names(names: Iterable[str], patterns: Sequence[str] | None) -> list[
     return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
+def _matrix_pairs(w0: Mapping[str, Any], w1: Mapping[str, Any], patterns):
+    """(name, W0, W1) as matrices for every name matched by ``patterns`` in both, at least 2×2."""
+    for name in _select_names(w0.keys(), patterns):
+        if name not in w1:
+            continue
+        a0 = as_matrix(w0[name])
+        if min(a0.shape) >= 2:
+            yield name, a0, as_matrix(w1[name])
+
+
 def amplification_report(w0: Mapping[str, Any], w1: Mapping[str, Any],
                          patterns: Sequence[str] | None = DEFAULT_LAYER_PATTERNS,
                          ranks: Sequence[int] = (1, 4, 16, 64)) -> list[dict]:
@@ -171,13 +181,8 @@ def amplification_report(w0: Mapping[str, Any], w1: Mapping[str, Any],
     ``{"layer", "shape", "r", "delta_norm", "proj_norm", "own_proj_norm", "amplification"}``.
     """
     out = []
-    for name in _select_names(w0.keys(), patterns):
-        if name not in w1:
-            continue
-        a0 = as_matrix(w0[name])
-        if min(a0.shape) < 2:
-            continue
-        d = as_matrix(w1[name]) - a0
+    for name, a0, a1 in _matrix_pairs(w0, w1, patterns):
+        d = a1 - a0
         for r in ranks:
             if r > min(a0.shape):
                 continue
@@ -200,13 +205,7 @@ def subspace_report(w0: Mapping[str, Any], w1: Mapping[str, Any],
     """
     rng = np.random.default_rng(seed)
     out = []
-    for name in _select_names(w0.keys(), patterns):
-        if name not in w1:
-            continue
-        a0 = as_matrix(w0[name])
-        if min(a0.shape) < 2:
-            continue
-        a1 = as_matrix(w1[name])
+    for name, a0, a1 in _matrix_pairs(w0, w1, patterns):
         k = min(max_dim, min(a0.shape))
         u0 = left_singular_vectors(a0)
         u1 = left_singular_vectors(a1)

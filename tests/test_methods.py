@@ -228,6 +228,22 @@ def test_sara_progressive_and_rank_loss(base, batch):
     assert m3.optimizer.progressive_iter is None and m3.optimizer.lambda_rank == 0
 
 
+def test_sara_fractional_progressive_without_steps(base, caplog):
+    """A fractional progressive_iter with zero training steps (a scaling/merging run) disables
+    re-selection quietly; without any trainer context it warns."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="sara"):
+        m = make("sara")
+        m.apply(copy.deepcopy(base), budget=BUDGET, ctx=PrepareContext(steps=0))
+        assert m.optimizer.progressive_iter is None
+        assert not [r for r in caplog.records if "progressive_iter" in r.getMessage()]
+        m2 = make("sara")
+        m2.apply(copy.deepcopy(base), budget=BUDGET)
+        assert m2.optimizer.progressive_iter is None
+        assert [r for r in caplog.records if "step count is unknown" in r.getMessage()]
+
+
 def test_sara_budget_mode_k_and_fair_ablation_counts(base):
     m = instantiate_method("sara", budget_mode="k")
     m.apply(copy.deepcopy(base), budget=1234, ctx=PrepareContext(steps=10))

@@ -77,8 +77,11 @@ class SaRAMethod(SparseMethod):
         if isinstance(pi, float) and 0 < pi <= 1:
             steps = ctx.steps if ctx is not None else 0
             if not steps:
-                log.warning("sara: progressive_iter=%s is a fraction of the training steps but "
-                            "ctx.steps is unknown; no progressive re-selection", pi)
+                # a run that trains nothing (train.steps=0: scaling, merging, pruning) has nothing
+                # to re-select; only a caller without a trainer context is worth a warning
+                (log.debug if ctx is not None else log.warning)(
+                    "sara: progressive_iter=%s is a fraction of the training steps but the step "
+                    "count is %s; no progressive re-selection", pi, "0" if ctx is not None else "unknown")
                 return None
             pi = int(round(pi * steps))
         pi = int(pi)
