@@ -77,7 +77,8 @@ def _best_mean_per_budget(long, col, lower):
     return sorted(rows, key=lambda r: (str(r[0]), budget_sort_key(r[1])))
 
 
-def _claim_best(df, col, lower, quality="clip_score", methods=None, what="Mean VLHI"):
+def _claim_best(df, col, lower, quality="clip_score", methods=None, what="Mean VLHI", requires=(),
+                monotone=False):
     long = _style(df, quality, methods)
     if long is None:
         return NOT_RUN, "no `style` runs"
@@ -87,7 +88,16 @@ def _claim_best(df, col, lower, quality="clip_score", methods=None, what="Mean V
         return NOT_RUN, "no budget with SaRA and another PEFT method over every dataset"
     ok = all(r[2] == "sara" for r in rows)
     ev = "; ".join(f"{r[0]} {r[1]}: best {method_label(r[2])} {fmt(r[3])}, SaRA {fmt(r[4])}" for r in rows)
-    return _verdict(ok), f"{what} — " + ev + _coverage(long)
+    ev = f"{what} — " + ev + _coverage(long)
+    missing = [m for m in requires if m not in set(long["method"])]
+    if missing:
+        names = ", ".join(method_label(m) for m in missing)
+        # a raw metric (monotone): not best among fewer methods stays not best with more. VLHI is
+        # normalised over the methods present, so any missing method leaves the verdict open.
+        if ok or not monotone:
+            return NOT_RUN, f"no {names} style runs (bash experiments/bvqa.sh); without them: " + ev
+        ev += f" (without {names}, which cannot make SaRA best)"
+    return _verdict(ok), ev
 
 
 def _coverage(long):
@@ -605,14 +615,15 @@ CLAIMS = [
           lambda d: _claim_best(d, "vlhi", False, methods=["lora", "adaptformer", "lt_sft", "sara", "full"]),
           lambda: _paper_best(["table1"], "VLHI", False)),
     Claim("C2", "SaRA has the best Mean VLHI at every budget, with DoRA and DiffPruning in the comparison", "Table 4",
-          "style", lambda d: _claim_best(d, "vlhi", False),
+          "style", lambda d: _claim_best(d, "vlhi", False, requires=("dora", "diffpruning")),
           lambda: _paper_best(["table4", "table5"], "VLHI", False)),
     Claim("C3", "SaRA has the lowest Mean FID among the PEFT methods at every budget", "Table 4 text", "style",
           lambda d: _claim_best(d, "fid", True, what="Mean FID"),
           lambda: _paper_best(["table1", "table4"], "FID", True)),
     Claim("C4", "SaRA has the best Mean VLHI with B-VQA in place of CLIP at every budget", "Table 6", "style",
           lambda d: _claim_best(d, "vlhi", False, quality="bvqa",
-                                methods=["full", "dora", "lora", "adaptformer", "lt_sft", "sara"], what="Mean VLHI (B-VQA)"),
+                                methods=["full", "dora", "lora", "adaptformer", "lt_sft", "sara"], what="Mean VLHI (B-VQA)",
+                                requires=("dora",)),
           lambda: _paper_best(["table6"], "VLHI", False, q="B-VQA")),
     Claim("C5", "DiffPruning learns too little task knowledge: the highest Mean FID", "Table 4 text", "style",
           _diffpruning, _paper_diffpruning),

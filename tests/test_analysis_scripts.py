@@ -137,6 +137,20 @@ def test_claims_verdicts(table, tmp_path):
     assert {r["verdict"] for r in res} == {"not yet run"}
 
 
+def test_claims_with_dora_and_diffpruning_missing(table, tmp_path):
+    """Table 4/6 claims compare against DoRA and DiffPruning: without their runs a VLHI verdict
+    stays open (VLHI is normalised over the methods present), with the partial evidence shown."""
+    df = pd.read_csv(table)
+    part = tmp_path / "no_dora.csv"
+    df[~df["method"].isin(["dora", "diffpruning"])].to_csv(part, index=False)
+    _run("claims", ["--results", str(part), "--out", str(tmp_path / "p")])
+    res = {r["id"]: r for r in json.loads((tmp_path / "p" / "claims.json").read_text())}
+    assert res["C1"]["verdict"] == "reproduced"
+    for cid in ("C2", "C4"):
+        assert res[cid]["verdict"] == "not yet run" and "DoRA" in res[cid]["evidence"]
+        assert "Mean VLHI" in res[cid]["evidence"]
+
+
 def test_compare_paper_puts_reported_next_to_reproduced(table, tmp_path):
     _run("compare_paper", ["--results", str(table), "--out", str(tmp_path)])
     md = (tmp_path / "compare_paper.md").read_text()
