@@ -44,7 +44,8 @@ def main(argv=None):
     if not cs:
         return write_missing(out, NAME, "no `migration` runs with a recorded migration history")
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(cs), figsize=(4.6 * len(cs), 3.3), squeeze=False)
+    # at least 6.4 in wide: the title must fit over a single panel
+    fig, axes = plt.subplots(1, len(cs), figsize=(max(6.4, 4.6 * len(cs)), 3.3), squeeze=False)
     sections = []
     for ax, (label, th, fr) in zip(axes[0], cs):
         for col, name, c in SERIES:
