@@ -170,3 +170,37 @@ def test_notebook_is_valid_and_its_code_compiles():
     assert any("load_results" in c for c in code)
     for i, c in enumerate(code):
         compile(c, f"results.ipynb cell {i}", "exec")
+
+
+def test_style_samples_grid(tmp_path):
+    """The sample grid: per dataset a training row, then one row per method with samples on disk
+    (full at any budget, the others at the chosen one); runs without samples are left out."""
+    from PIL import Image
+
+    def folder(name, n, colour):
+        d = tmp_path / name
+        d.mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (16, 16), colour).save(d / f"{i:05d}.png")
+        return str(d)
+
+    rows = [{"experiment": "style", "dataset": "A", "method": m, "budget": b, "seed": 0,
+             "paths.dataset": folder(f"data_{m}_{b}", 3, "red") if m == "full" else None,
+             "paths.samples": folder(f"s_{m}_{b}", 3, "blue") if m != "lora" else str(tmp_path / "gone")}
+            for m, b in (("full", "none"), ("sara", "5M"), ("sara", "50M"), ("lora", "5M"))]
+    csv = tmp_path / "r.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    files = _run("style_samples", ["--results", str(csv), "--out", str(tmp_path / "o"), "--budget", "5M",
+                                   "--n", "4", "--tile", "10"])
+    png = tmp_path / "o" / "style_samples.png"
+    assert png in files and (tmp_path / "o" / "style_samples.pdf").is_file()
+    im = Image.open(png)
+    # training row + full + sara 5M (sara 50M: other budget; lora: no samples on disk)
+    assert im.size == (150 + 4 * 10, 18 + 3 * 10)
+    assert im.getpixel((150 + 5, 18 + 5))[:3] == (255, 0, 0)        # training images first
+    assert im.getpixel((150 + 3 * 10 - 5, 18 + 15))[:3] == (0, 0, 255)
+    assert im.getpixel((150 + 3 * 10 + 5, 18 + 5))[:3] == (255, 255, 255)  # 3 images, 4 slots
+
+    pd.DataFrame(rows).assign(**{"paths.samples": None}).to_csv(csv, index=False)  # nothing on disk
+    files = _run("style_samples", ["--results", str(csv), "--out", str(tmp_path / "e")])
+    assert "No results yet" in [f for f in files if str(f).endswith(".md")][0].read_text()

@@ -1,0 +1,95 @@
+"""Style samples side by side (the paper's qualitative figures, e.g. Figs. 4, 7–15): per dataset, a
+row of training images, then one row per method with its first samples of the evaluation prompts,
+at one budget (full fine-tuning has none). Looking at them tells what FID and CLIP cannot: whether a
+method learned the style, or left the base model's look, or broke the images.
+
+Reads the `style` rows of the results table (``paths.samples``: the run's sample folder;
+``paths.dataset``: the training folder). Writes ``style_samples.{png,pdf}``.
+
+    python analysis/style_samples.py --results results.csv --out outputs/analysis/style --budget 50M
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (arg_parser, load, method_label, method_sort_key, out_dir, rows_of, run_main,  # noqa: E402
+                     write_missing)
+
+NAME = "style_samples"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def _images(folder, n):
+    """The first ``n`` images of a folder, by name (sample folders are 00000.png, ...)."""
+    p = Path(str(folder))
+    if not p.is_dir():
+        return []
+    return sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:n]
+
+
+def grid_rows(df, budget, n):
+    """[(dataset, [(row label, [image paths])])]: the training images, then each method's samples."""
+    out = []
+    for ds, g in df.groupby("dataset", sort=True):
+        g = g[(g["budget"].astype(str) == str(budget)) | (g["method"] == "full")]
+        g = g.iloc[sorted(range(len(g)), key=lambda i: method_sort_key(g["method"].iloc[i]))]
+        rows = []
+        data_dir = g["paths.dataset"].dropna().iloc[0] if "paths.dataset" in g and g["paths.dataset"].notna().any() else None
+        if data_dir is not None and _images(data_dir, n):
+            rows.append((f"{ds} (training)", _images(data_dir, n)))
+        for _, r in g.iterrows():
+            ims = _images(r.get("paths.samples"), n)
+            if ims:
+                label = method_label(r["method"]) + ("" if r["method"] == "full" else f" {budget}")
+                rows.append((label, ims))
+        if len(rows) > 1:
+            out.append((ds, rows))
+    return out
+
+
+def main(argv=None):
+    ap = arg_parser(__doc__.split("\n\n")[0], "outputs/analysis/style")
+    ap.add_argument("--budget", default="50M", help="budget whose runs are shown (default 50M)")
+    ap.add_argument("--n", type=int, default=8, help="images per row (default 8)")
+    ap.add_argument("--tile", type=int, default=48, help="pixels per image (default 48)")
+    args = ap.parse_args(argv)
+    out = out_dir(args.out)
+    df = rows_of(load(args.results), args.experiment or "style")
+    blocks = grid_rows(df, args.budget, args.n) if len(df) else []
+    if not blocks:
+        return write_missing(out, NAME, f"no `style` runs at budget {args.budget} with their samples on disk")
+    paths = []
+    img = render(blocks, args.n, args.tile, f"{args.budget}; first row of each block: training images")
+    for ext in ("png", "pdf"):
+        paths.append(out / f"{NAME}.{ext}")
+        img.save(paths[-1])
+    return paths
+
+
+def render(blocks, n, tile, title):
+    """One RGB image: a title line, then per block its rows of ``n`` tiles with the row label on
+    the left. Composed with PIL at the tile size (matplotlib would resample every sample)."""
+    from PIL import Image, ImageDraw
+
+    label_w, gap, head = 150, 6, 18
+    nrows = sum(len(rows) for _, rows in blocks)
+    canvas = Image.new("RGB", (label_w + n * tile, head + nrows * tile + gap * (len(blocks) - 1)), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 3), f"Style samples of the evaluation prompts ({title})", fill="black")
+    y = head
+    for _, rows in blocks:
+        for label, ims in rows:
+            draw.text((4, y + tile // 2 - 6), label, fill="black")
+            for j, path in enumerate(ims[:n]):
+                with Image.open(path) as im:
+                    canvas.paste(im.convert("RGB").resize((tile, tile), Image.BICUBIC), (label_w + j * tile, y))
+            y += tile
+        y += gap
+    return canvas
+
+
+if __name__ == "__main__":
+    run_main(main)
