@@ -37,9 +37,10 @@ def grid_rows(df, budget, n):
         g = g[(g["budget"].astype(str) == str(budget)) | (g["method"] == "full")]
         g = g.iloc[sorted(range(len(g)), key=lambda i: method_sort_key(g["method"].iloc[i]))]
         rows = []
-        data_dir = g["paths.dataset"].dropna().iloc[0] if "paths.dataset" in g and g["paths.dataset"].notna().any() else None
-        if data_dir is not None and _images(data_dir, n):
-            rows.append((f"{ds} (training)", _images(data_dir, n)))
+        data_dirs = g["paths.dataset"].dropna() if "paths.dataset" in g else []
+        training = _images(data_dirs.iloc[0], n) if len(data_dirs) else []
+        if training:
+            rows.append((f"{ds} (training)", training))
         for _, r in g.iterrows():
             ims = _images(r.get("paths.samples"), n)
             if ims:

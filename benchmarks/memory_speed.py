@@ -597,15 +597,21 @@ def _run_child(spec: dict, timeout: float | None) -> list[dict]:
         stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         stderr, rc = f"timed out after {timeout:.0f} s", -1
     recs = [json.loads(line[len(MARK):]) for line in stdout.splitlines() if line.startswith(MARK)]
-    done = {(r["resolution"], r["batch_size"]) for r in recs}
+    error = None
     if rc != 0:
         err = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
-        tail = (err[-1] if err else "no output")[-300:]
-        print(f"  [{spec['method']}] child exited with {rc}: {tail}", flush=True)
-        for res in spec["resolutions"]:
-            for bs in spec["batch_sizes"]:
-                if (res, bs) not in done:
-                    recs.append(_empty_record(spec, res, bs, error=f"child exited with {rc}: {tail}"))
+        error = f"child exited with {rc}: {(err[-1] if err else 'no output')[-300:]}"
+    return _complete(spec, recs, error, t0)
+
+
+def _complete(spec: dict, recs: list[dict], error: str | None, t0: float) -> list[dict]:
+    """After a failure (``error``), an error record for every (resolution, batch size) left
+    unmeasured; every record gets the method's wall time."""
+    if error is not None:
+        print(f"  [{spec['method']}] failed: {error}", flush=True)
+        done = {(r["resolution"], r["batch_size"]) for r in recs}
+        recs += [_empty_record(spec, res, bs, error=error) for res in spec["resolutions"]
+                 for bs in spec["batch_sizes"] if (res, bs) not in done]
     for r in recs:
         r.setdefault("wall_s", round(time.perf_counter() - t0, 1))
     return recs
@@ -615,18 +621,14 @@ def _run_in_process(spec: dict) -> list[dict]:
     """``--fresh-process none``: :func:`child_main` in this process; an exception becomes an
     error record for every (resolution, batch size) it left unmeasured."""
     t0 = time.perf_counter()
+    recs, error = [], None
     try:
         recs = child_main({**spec, "in_process": True})
     except Exception as e:  # noqa: BLE001 - recorded, as a failed child is
-        msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-        print(f"  [{spec['method']}] failed: {msg}", flush=True)
-        recs = [_empty_record(spec, res, bs, error=msg)
-                for res in spec["resolutions"] for bs in spec["batch_sizes"]]
+        error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
     finally:
         gc.collect()
-    for r in recs:
-        r.setdefault("wall_s", round(time.perf_counter() - t0, 1))
-    return recs
+    return _complete(spec, recs, error, t0)
 
 
 def _empty_record(spec: dict, resolution: int, bs: int, error: str) -> dict:
