@@ -108,6 +108,13 @@ def synthetic_records(seed: int = 0, seeds: tuple[int, ...] = (0, 1)) -> list[tu
             add("style", "tiny", ds, "full", "none", sd,
                 _record("style", "tiny", ds, "full", "none", sd, _style_metrics("full", ds, "none", rng), rng))
 
+    # seeds (seed-to-seed spread): SaRA and LT-SFT × three seeds on one dataset and budget
+    for me in ("sara", "lt_sft"):
+        for sd in (0, 1, 2):
+            add("seeds", "tiny", "Expedition", me, "50M", sd,
+                _record("seeds", "tiny", "Expedition", me, "50M", sd,
+                        _style_metrics(me, "Expedition", "50M", rng), rng))
+
     # pruning (Fig. 2): θ sweep, no training
     for bb, base in (("tiny", 20.0), ("sd15", 12.0)):
         for th in (0.0, 1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2):

@@ -98,10 +98,12 @@ def main(argv=None):
     pairs = [(ka, kb) for ka, kb in pairs
              if any("delta_u" in data[ka].get(lay, {}) and "delta_u" in data[kb].get(lay, {}) for lay in layers)]
     if pairs:
-        fig2, axes2 = plt.subplots(len(layers), len(pairs), figsize=(3.0 * len(pairs) + 1, 2.8 * len(layers)), squeeze=False)
+        # one row per budget pair, one column per layer: a single pair reads as one strip
+        fig2, axes2 = plt.subplots(len(pairs), len(layers), figsize=(2.7 * len(layers) + 1, 2.9 * len(pairs) + 0.4),
+                                   squeeze=False)
         for j, (ka, kb) in enumerate(pairs):
             for i, lay in enumerate(layers):
-                ax = axes2[i][j]
+                ax = axes2[j][i]
                 ua, ub = data[ka].get(lay, {}).get("delta_u"), data[kb].get(lay, {}).get("delta_u")
                 if ua is None or ub is None:
                     ax.axis("off")
@@ -111,9 +113,11 @@ def main(argv=None):
                                extent=(0.5, a.shape[1] + 0.5, 0.5, a.shape[0] + 0.5))
                 ax.grid(False)
                 ax.set_title(f"ΔW {ka[2]} vs {kb[2]}\n{short_layer(lay)}", fontsize=7)
+                ax.set_xlabel(f"j (ΔW {kb[2]})", fontsize=7)
+                ax.set_ylabel(f"i (ΔW {ka[2]})", fontsize=7)
                 delta_cells.append([f"ΔW({ka[2]}) vs ΔW({kb[2]})", short_layer(lay), fmt(float(a.mean()), 3)])
         fig2.colorbar(im, ax=axes2, shrink=0.6, label="φ")
-        fig2.suptitle("Fig. 20 — φ between SaRA deltas learned with two budgets (thresholds)")
+        fig2.suptitle("Fig. 20 — φ between SaRA deltas of two budgets", fontsize=10)
         files += save_fig(fig2, out, "fig20_delta_subspace")
 
     cells = []

@@ -47,7 +47,8 @@ def main(argv=None):
         g = m[m["backbone"] == bb].reset_index(drop=True)
         colors = ["0.6" if lbl == "Pre-trained" else ("C3" if me == "sara" else "C0")
                   for lbl, me in zip(g["label"], g["method"])]
-        err = g["fid_std"].fillna(0).to_numpy() if "fid_std" in g else None
+        # error bars only where a spread over seeds exists (one seed: no bar, not a zero-length one)
+        err = g["fid_std"].to_numpy() if "fid_std" in g and g["fid_std"].notna().any() else None
         ax.bar(range(len(g)), g["fid"], color=colors, yerr=err, capsize=2)
         ax.set_xticks(range(len(g)), g["label"], rotation=30, ha="right")
         lo, hi = float(np.nanmin(g["fid"])), float(np.nanmax(g["fid"]))

@@ -56,9 +56,12 @@ def main(argv=None):
     ap.add_argument("--budget", default="50M", help="budget whose runs are shown (default 50M)")
     ap.add_argument("--n", type=int, default=8, help="images per row (default 8)")
     ap.add_argument("--tile", type=int, default=48, help="pixels per image (default 48)")
+    ap.add_argument("--methods", default=None, help="comma-separated method ids shown (default: every method)")
     args = ap.parse_args(argv)
     out = out_dir(args.out)
     df = rows_of(load(args.results), args.experiment or "style")
+    if args.methods and len(df):
+        df = df[df["method"].isin(args.methods.split(","))]
     blocks = grid_rows(df, args.budget, args.n) if len(df) else []
     if not blocks:
         return write_missing(out, NAME, f"no `style` runs at budget {args.budget} with their samples on disk")

@@ -31,6 +31,9 @@ VARIANTS = [
     ("random", "tuning random parameters", "✓", "✓"),
 ]
 
+SHORT = {"sara_plain": "neither", "sara_no_rank": "PPA only", "sara_no_ppa": "rank loss only", "sara": "SaRA",
+         "largest": "largest", "random": "random"}
+
 
 def ablation_table(df, dataset="Expedition", quality="clip_score"):
     ids = [v[0] for v in VARIANTS]
@@ -80,11 +83,17 @@ def main(argv=None):
         sections.append({"title": f"backbone {bb}, dataset {args.dataset}", "header": header, "cells": cells,
                          "bold": bold, "caption": f"Ablation on {args.dataset}, backbone {bb} (Table 2)",
                          "label": f"tab:ablation-{bb}"})
+        # short point labels; of two close points the higher one is labelled above, the lower below
+        xy = g[["fid", "clip_score"]].to_numpy(float)
+        span = np.ptp(xy, axis=0) + 1e-9
         for i, r in g.iterrows():
             c = "C3" if r["method"] == "sara" else "C0"
             ax.scatter(r["fid"], r["clip_score"], color=c, s=25)
-            ax.annotate(labels[r["method"]][1].replace(" (SaRA)", "\n(SaRA)"), (r["fid"], r["clip_score"]),
-                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+            dist = np.hypot(*((xy - xy[i]) / span).T)
+            dist[i] = np.inf
+            above = len(g) < 2 or xy[i, 1] >= xy[int(np.argmin(dist)), 1]
+            ax.annotate(SHORT[r["method"]], (r["fid"], r["clip_score"]), fontsize=7,
+                        xytext=(4, 4 if above else -10), textcoords="offset points")
         ax.set_xlabel("FID ↓")
         ax.set_ylabel("CLIP ↑")
         ax.set_title(f"{bb} / {args.dataset}")

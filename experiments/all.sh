@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 status=0
-for e in style bvqa ablation threshold hyper pruning migration backbone analysis scaling merging; do
+for e in style bvqa ablation threshold hyper pruning migration backbone analysis scaling merging seeds; do
   start=$(date +%s)
   bash "$e.sh" "$@" || status=$?
   echo "experiment $e: $(( $(date +%s) - start )) s (exit status so far: $status)"

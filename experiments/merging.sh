@@ -6,7 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
-for pair in BarbieCore:Cyberpunk Cyberpunk:ElementFire ElementFire:Expedition Hornify:Cyberpunk; do
+# the paper's four pairs, then BarbieCore + Expedition: the two styles the tiny backbone learns (README)
+for pair in BarbieCore:Cyberpunk Cyberpunk:ElementFire ElementFire:Expedition Hornify:Cyberpunk BarbieCore:Expedition; do
   a=${pair%%:*}; b=${pair##*:}
   python run.py -m +experiment=merging data.name=$a delta.merge_with=$b "$@" || status=$?
   python run.py -m +experiment=merging data.name=$b delta.merge_with=$a "$@" || status=$?

@@ -16,7 +16,7 @@ run analysis/fig2_pruning.py          --results "$table" --out "$out/pruning"
 run analysis/fig3_migration.py        --results "$table" --out "$out/migration"
 run analysis/fig6_backbone.py         --results "$table" --out "$out/backbone"
 run analysis/table1_style.py          --results "$table" --out "$out/style" --methods full,lora,adaptformer,lt_sft,sara
-run analysis/style_samples.py         --results "$table" --out "$out/style" --budget 50M
+run analysis/style_samples.py         --results "$table" --out "$out/style" --budget 50M --methods full,lora,adaptformer,lt_sft,sara
 run analysis/table1_style.py          --results "$table" --out "$out/style" --name table4_style --methods full,lora,dora,adaptformer,lt_sft,diffpruning,sara
 run analysis/table1_style.py          --results "$table" --out "$out/style" --quality bvqa --name table6_bvqa --methods full,dora,lora,adaptformer,lt_sft,sara
 run analysis/table2_ablation.py       --results "$table" --out "$out/ablation"
@@ -24,6 +24,7 @@ run analysis/table9_rank.py           --results "$table" --out "$out/ablation"
 run analysis/table8_threshold.py      --results "$table" --out "$out/threshold"
 run analysis/fig21_24_hyper.py        --results "$table" --out "$out/hyper"
 run analysis/fig16_scaling.py         --results "$table" --out "$out/scaling"
+run analysis/seed_spread.py          --results "$table" --out "$out/seeds"
 run analysis/fig17_merging.py         --results "$table" --out "$out/merging"
 run analysis/fig19_subspace.py        --results "$table" --out "$out/analysis"
 run analysis/table10_amplification.py --results "$table" --out "$out/analysis"

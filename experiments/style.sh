@@ -10,5 +10,5 @@ python run.py -m +experiment=style "$@" || status=$?
 python run.py -m +experiment=style method=full budget=none "$@" || status=$?
 python -m sara.results --root outputs/runs --experiment style --csv outputs/results/style.csv || status=$?
 python analysis/table1_style.py --results outputs/results/style.csv --out outputs/analysis/style --methods full,lora,adaptformer,lt_sft,sara || status=$?
-python analysis/style_samples.py --results outputs/results/style.csv --out outputs/analysis/style --budget 50M --n 6 --tile 44 || status=$?
+python analysis/style_samples.py --results outputs/results/style.csv --out outputs/analysis/style --budget 50M --n 6 --tile 44 --methods full,lora,adaptformer,lt_sft,sara || status=$?
 exit $status

@@ -420,6 +420,21 @@ VOLATILE_KEYS = ("logger", "overwrite", "on_failure", "output_root", "torch_thre
                  "train.num_workers", "eval.batch_size", "eval.device", "train.device")
 
 
+def _hooks_filled(plain: Any) -> Any:
+    """``plain`` with its ``diagnostics`` / ``delta`` groups completed by their defaults, so that
+    a record written before conf/config.yaml listed the groups compares equal to one with the
+    defaults spelled out; groups that do not validate are left as they are."""
+    if not isinstance(plain, Mapping):
+        return plain
+    out = dict(plain)
+    for group, spec in (("diagnostics", DIAGNOSTICS_KEYS), ("delta", DELTA_KEYS)):
+        try:
+            out[group] = _check_group(group, plain.get(group), spec)
+        except HookConfigError:
+            pass
+    return out
+
+
 def _clear_run_dir(run_dir: Path) -> None:
     import shutil
 
@@ -449,7 +464,7 @@ def execute(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict:
         _clear_run_dir(run_dir)
     done = load_result(run_dir)
     if done is not None:
-        diff = [k for k in config_diff(done.get("config", {}), plain)
+        diff = [k for k in config_diff(_hooks_filled(done.get("config", {})), _hooks_filled(plain))
                 if not k.startswith(VOLATILE_KEYS)]
         if diff:
             log.warning("already done: %s holds a finished run whose config differs in %s; "

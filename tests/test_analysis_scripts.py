@@ -36,6 +36,7 @@ SCRIPTS = {
     "fig21_24_hyper": ([], [("fig21_24_hyper", "md tex"), ("fig21_24_hyper_lr_theta", "png pdf"),
                             ("fig21_24_hyper_lr_piter", "png pdf"), ("fig21_24_hyper_rank_piter", "png pdf"),
                             ("fig22_lr_fit", "png pdf"), ("eq12_fit", "json")]),
+    "seed_spread": ([], [("seed_spread", "png pdf md tex")]),
     "compare_paper": ([], [("compare_paper", "md tex"), ("compare_paper_style", "csv")]),
     "claims": ([], [("claims", "md tex json")]),
 }
@@ -149,6 +150,13 @@ def test_claims_with_dora_and_diffpruning_missing(table, tmp_path):
     for cid in ("C2", "C4"):
         assert res[cid]["verdict"] == "not yet run" and "DoRA" in res[cid]["evidence"]
         assert "Mean VLHI" in res[cid]["evidence"]
+    # DoRA / DiffPruning on only some datasets: no Mean row for them, so still open
+    one = df.loc[df["method"] == "dora", "dataset"].iloc[0]
+    part2 = tmp_path / "dora_on_one_dataset.csv"
+    df[~df["method"].isin(["dora", "diffpruning"]) | (df["dataset"] == one)].to_csv(part2, index=False)
+    _run("claims", ["--results", str(part2), "--out", str(tmp_path / "p2")])
+    res = {r["id"]: r for r in json.loads((tmp_path / "p2" / "claims.json").read_text())}
+    assert res["C2"]["verdict"] == "not yet run" and "on every dataset" in res["C2"]["evidence"]
 
 
 def test_compare_paper_puts_reported_next_to_reproduced(table, tmp_path):

@@ -105,9 +105,15 @@ def test_optimizer_state_is_2k_and_no_frozen_grad():
 
 def test_default_lr_is_eq12():
     m = mlp()
-    opt = SaRA(m, threshold=2e-3 * 50)  # 0.1: a threshold the tiny model has entries below
+    with pytest.warns(UserWarning, match="Eq. 12 at θ = 0.1"):  # outside the range Eq. 12 was fitted on
+        opt = SaRA(m, threshold=2e-3 * 50)  # 0.1: a threshold the tiny model has entries below
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * math.exp(-350 * 0.1))
     assert lr_from_threshold(2e-3) == pytest.approx(1e-3 * math.exp(-0.7))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # inside the fitted range: silent
+        lr_from_threshold(1e-2)
+    with pytest.warns(UserWarning, match=r"θ = 0.05 gives lr = 2.51e-11: it was fitted for θ ≤ 0.01"):
+        assert lr_from_threshold(0.05) == pytest.approx(1e-3 * math.exp(-17.5))
     with pytest.raises(ValueError, match="threshold must be > 0"):
         lr_from_threshold(0)
 
@@ -162,13 +168,13 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="larger than the model"):
         SaRA(mlp(), rule="smallest", k=10**6)
     with pytest.raises(ValueError, match="compat"):
-        SaRA(mlp(), threshold=0.1, compat="authors")
+        SaRA(mlp(), threshold=0.1, lr=1e-3, compat="authors")
     with pytest.raises(ValueError, match="progressive_iter"):
-        SaRA(mlp(), threshold=0.1, progressive_iter=0)
+        SaRA(mlp(), threshold=0.1, lr=1e-3, progressive_iter=0)
     m = mlp()
-    SaRA(m, threshold=0.1)
+    SaRA(m, threshold=0.1, lr=1e-3)
     with pytest.raises(ValueError, match="already wrapped"):
-        SaRA(m, threshold=0.1)
+        SaRA(m, threshold=0.1, lr=1e-3)
 
 
 # ---------------------------------------------------------------------------- progressive

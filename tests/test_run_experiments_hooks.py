@@ -312,6 +312,60 @@ def test_bad_key_fails_the_run_before_any_work(stub_conf, stub_world, tmp_path):
     assert "prune_treshold" in json.loads((run_dir_for(cfg) / "failed.json").read_text())["message"]
 
 
+def test_config_yaml_lists_every_hook_off_with_the_validated_defaults():
+    """conf/config.yaml's diagnostics / delta groups equal sara.runs' defaults key for key, so a
+    hook is set without `+` and does nothing unless set."""
+    from omegaconf import OmegaConf
+
+    from conftest import CONF
+    from sara.runs import DELTA_KEYS, DIAGNOSTICS_KEYS
+
+    base = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))
+    for group, spec in (("diagnostics", DIAGNOSTICS_KEYS), ("delta", DELTA_KEYS)):
+        assert base[group] == {k: default for k, (_, default, _) in spec.items()}, group
+    assert validate_hooks(base) == ({k: d for k, (_, d, _) in DIAGNOSTICS_KEYS.items()}, None)
+
+
+def test_hook_set_without_plus_and_old_records_stay_done(stub_conf, stub_world, tmp_path):
+    cfg = compose(stub_conf, STUB + [f"output_root={tmp_path}", "diagnostics.prune_threshold=0.1"])
+    assert cfg.diagnostics.prune_threshold == 0.1
+    # a record written before config.yaml listed the groups (no diagnostics / delta in its config)
+    # is the same run as one with every hook at its default: "already done", no config-diff warning
+    cfg = compose(stub_conf, STUB + [f"output_root={tmp_path}", "train.steps=2"])
+    d = run_dir_for(cfg)
+    rec = execute(cfg, d)
+    old = dict(rec, config={k: v for k, v in rec["config"].items() if k not in ("diagnostics", "delta")})
+    (d / "result.json").write_text(json.dumps(old))
+    # a handler on sara.runs' own logger, enabled: a logging.config set-up in another test (Hydra's
+    # job logging) may have disabled the existing loggers or stopped their propagation
+    import logging
+
+    import sara.runs
+
+    seen: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda r: seen.append(r.getMessage())
+    logger = sara.runs.log
+    old_level, old_disabled = logger.level, logger.disabled
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.disabled = False
+    try:
+        assert execute(cfg, d)["finished_at"] == rec["finished_at"]
+        text = "\n".join(seen)
+        assert "already done" in text and "differs" not in text
+        # ... while a record of a run with another hook setting is reported as differing
+        cfg2 = compose(stub_conf, STUB + [f"output_root={tmp_path}", "train.steps=2",
+                                          "diagnostics.share_below=true"])
+        seen.clear()
+        execute(cfg2, d)
+        assert "differs in ['diagnostics.share_below']" in "\n".join(seen)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.disabled = old_disabled
+
+
 # --------------------------------------------------------------------------- FID reference
 def test_pretrain_reference_folder(tmp_path):
     cfg = {"kind": "pretrain", "root": str(tmp_path), "seed": 0, "reference_images": 5}

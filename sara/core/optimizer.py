@@ -17,6 +17,7 @@ from the rank loss (a memory effect only).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -28,11 +29,22 @@ from .sparse import SparseParameters, wrap
 COMPAT = ("ours", "official")
 
 
+#: Largest θ of the grid Eq. 12 was fitted on (paper App., Figs. 21/22: θ from 5e-4 to 1e-2).
+EQ12_MAX_THRESHOLD = 1e-2
+
+
 def lr_from_threshold(threshold: float) -> float:
-    """Eq. 12: ``lr(θ) = 1e-3 · exp(-350 θ)``."""
+    """Eq. 12: ``lr(θ) = 1e-3 · exp(-350 θ)``. Warns above θ = 1e-2, the end of the range it was
+    fitted on, where it falls fast (θ = 0.05: 2.5e-11) and a run at that rate does not learn."""
     if threshold is None or not float(threshold) > 0:
         raise ValueError(f"threshold must be > 0 to derive a learning rate, got {threshold}")
-    return 1e-3 * math.exp(-350.0 * float(threshold))
+    lr = 1e-3 * math.exp(-350.0 * float(threshold))
+    if float(threshold) > EQ12_MAX_THRESHOLD:
+        warnings.warn(f"Eq. 12 at θ = {float(threshold):g} gives lr = {lr:.3g}: it was fitted for θ ≤ "
+                      f"{EQ12_MAX_THRESHOLD:g} and a model trained at this rate barely moves; pass the "
+                      "learning rate explicitly (SaRA(..., lr=...), method.lr=... or train.lr=...)",
+                      stacklevel=2)
+    return lr
 
 
 def _fused_available(t: torch.Tensor) -> bool:
