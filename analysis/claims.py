@@ -587,6 +587,8 @@ def _diffpruning(df):
         worst = g.loc[g["fid"].astype(float).idxmax(), "method"]
         ok &= worst == "diffpruning"
         rows.append(f"{bu}: highest Mean FID {method_label(worst)} {fmt(g['fid'].max())}")
+    if not rows:  # DiffPruning on only some datasets: no Mean row to compare
+        return NOT_RUN, "no DiffPruning style runs on every dataset (bash experiments/bvqa.sh)"
     return _verdict(ok), "; ".join(rows)
 
 

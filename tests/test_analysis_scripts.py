@@ -157,6 +157,7 @@ def test_claims_with_dora_and_diffpruning_missing(table, tmp_path):
     _run("claims", ["--results", str(part2), "--out", str(tmp_path / "p2")])
     res = {r["id"]: r for r in json.loads((tmp_path / "p2" / "claims.json").read_text())}
     assert res["C2"]["verdict"] == "not yet run" and "on every dataset" in res["C2"]["evidence"]
+    assert res["C5"]["verdict"] == "not yet run" and "on every dataset" in res["C5"]["evidence"]
 
 
 def test_compare_paper_puts_reported_next_to_reproduced(table, tmp_path):
