@@ -90,13 +90,17 @@ def _claim_best(df, col, lower, quality="clip_score", methods=None, what="Mean V
     ev = f"{what} — " + ev + _coverage(long)
     # VLHI is normalised over the methods present, and a method without a Mean row (runs on only
     # some datasets) drops out of the Mean comparison: either leaves the verdict open
-    with_mean = set(long.loc[long["dataset"] == MEAN, "method"])
-    missing = [m for m in requires if m not in with_mean]
+    missing = [m for m in requires if m not in _with_mean(long)]
     if missing:
         names = ", ".join(method_label(m) for m in missing)
         return NOT_RUN, (f"no {names} style runs on every dataset (bash experiments/bvqa.sh); without "
                          "them: " + ev)
     return _verdict(ok), ev
+
+
+def _with_mean(long):
+    """Methods with a Mean row, i.e. runs on every dataset of the style table."""
+    return set(long.loc[long["dataset"] == MEAN, "method"])
 
 
 def _coverage(long):
@@ -577,8 +581,8 @@ def _memory(df):
 
 def _diffpruning(df):
     long = _style(df)
-    if long is None or "diffpruning" not in set(long["method"]):
-        return NOT_RUN, "no DiffPruning style runs"
+    if long is None or "diffpruning" not in _with_mean(long):
+        return NOT_RUN, "no DiffPruning style runs on every dataset (bash experiments/bvqa.sh)"
     m = long[(long["dataset"] == MEAN) & ~long["method"].isin(PEFT_EXCLUDE)]
     rows, ok = [], True
     for (bb, bu), g in m.groupby(["backbone", "budget"]):
@@ -587,8 +591,6 @@ def _diffpruning(df):
         worst = g.loc[g["fid"].astype(float).idxmax(), "method"]
         ok &= worst == "diffpruning"
         rows.append(f"{bu}: highest Mean FID {method_label(worst)} {fmt(g['fid'].max())}")
-    if not rows:  # DiffPruning on only some datasets: no Mean row to compare
-        return NOT_RUN, "no DiffPruning style runs on every dataset (bash experiments/bvqa.sh)"
     return _verdict(ok), "; ".join(rows)
 
 

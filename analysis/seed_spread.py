@@ -25,11 +25,11 @@ KEYS = ["backbone", "dataset", "budget"]
 
 def spread_table(df):
     """Mean, std (ddof 1), min, max and n over seeds per (backbone, dataset, budget, method)."""
-    m = mean_over_seeds(df, KEYS + ["method"], [c for c, _ in METRICS])
-    for c, _ in METRICS:
-        g = df.assign(**{c: df[c].astype(float)}).groupby(KEYS + ["method"], dropna=False)[c]
-        m = m.merge(g.min().rename(f"{c}_min").reset_index(), on=KEYS + ["method"], how="left")
-        m = m.merge(g.max().rename(f"{c}_max").reset_index(), on=KEYS + ["method"], how="left")
+    keys, cols = KEYS + ["method"], [c for c, _ in METRICS]
+    m = mean_over_seeds(df, keys, cols)
+    ext = df.assign(**{c: df[c].astype(float) for c in cols}).groupby(keys, dropna=False)[cols].agg(["min", "max"])
+    ext.columns = [f"{c}_{s}" for c, s in ext.columns]
+    m = m.merge(ext.reset_index(), on=keys, how="left")
     m["order"] = [method_sort_key(x) for x in m["method"]]
     return m.sort_values(KEYS + ["order"]).reset_index(drop=True)
 

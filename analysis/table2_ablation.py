@@ -21,18 +21,15 @@ from _common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_see
                      rows_of, save_fig, vlhi_groups, write_missing, write_tables)
 
 NAME = "table2_ablation"
-# method id → (row label, PPA, rank loss) in the paper's order
+# method id → (row label, PPA, rank loss, point label of the plot) in the paper's order
 VARIANTS = [
-    ("sara_plain", "w/o PPA, w/o rank loss", "✗", "✗"),
-    ("sara_no_rank", "with PPA, w/o rank loss", "✓", "✗"),
-    ("sara_no_ppa", "with rank loss, w/o PPA", "✗", "✓"),
-    ("sara", "with PPA and rank loss (SaRA)", "✓", "✓"),
-    ("largest", "tuning largest parameters", "✓", "✓"),
-    ("random", "tuning random parameters", "✓", "✓"),
+    ("sara_plain", "w/o PPA, w/o rank loss", "✗", "✗", "neither"),
+    ("sara_no_rank", "with PPA, w/o rank loss", "✓", "✗", "PPA only"),
+    ("sara_no_ppa", "with rank loss, w/o PPA", "✗", "✓", "rank loss only"),
+    ("sara", "with PPA and rank loss (SaRA)", "✓", "✓", "SaRA"),
+    ("largest", "tuning largest parameters", "✓", "✓", "largest"),
+    ("random", "tuning random parameters", "✓", "✓", "random"),
 ]
-
-SHORT = {"sara_plain": "neither", "sara_no_rank": "PPA only", "sara_no_ppa": "rank loss only", "sara": "SaRA",
-         "largest": "largest", "random": "random"}
 
 
 def ablation_table(df, dataset="Expedition", quality="clip_score"):
@@ -92,7 +89,7 @@ def main(argv=None):
             dist = np.hypot(*((xy - xy[i]) / span).T)
             dist[i] = np.inf
             above = len(g) < 2 or xy[i, 1] >= xy[int(np.argmin(dist)), 1]
-            ax.annotate(SHORT[r["method"]], (r["fid"], r["clip_score"]), fontsize=7,
+            ax.annotate(labels[r["method"]][4], (r["fid"], r["clip_score"]), fontsize=7,
                         xytext=(4, 4 if above else -10), textcoords="offset points")
         ax.set_xlabel("FID ↓")
         ax.set_ylabel("CLIP ↑")
