@@ -520,9 +520,15 @@ def _hyper_lr_theta(df):
         return NOT_RUN, "fewer than two thresholds"
     fit = fit_eq12([b[0] for b in best], [b[1] for b in best])
     rho = _spearman([b[0] for b in best], [b[1] for b in best])
-    ok = fit["b"] < 0
+    # A best lr that is the same for every θ fits b ≈ 0 of either sign: ask for a falling rank order too.
+    ok = fit["b"] < 0 and rho < 0  # rho is NaN (False) when the best lr does not vary
+    top = float(m[y].max())
+    edge = [t for t, lr, _ in best if lr == top]
+    note = (f"; the best lr is the grid's largest ({sci(top)}) at θ = {', '.join(sci(t) for t in edge)}: "
+            "the optimum there may lie above the grid") if edge else ""
     return _verdict(ok), (f"best lr per θ: " + ", ".join(f"θ={sci(t)}: {sci(lr)}" for t, lr, _ in best) +
-                          f"; fit lr = {fit['a']:.2e}·exp({fit['b']:.0f}·θ) (paper 1e-3·exp(−350·θ)); ρ = {fmt(rho)}")
+                          f"; fit lr = {fit['a']:.2e}·exp({fit['b']:.0f}·θ) (paper 1e-3·exp(−350·θ)); ρ = {fmt(rho)}"
+                          + note)
 
 
 def _hyper_rank(df):

@@ -111,7 +111,7 @@ def main(argv=None):
         plt = pyplot()
         budgets = list(dict.fromkeys(sort_rows(mean, ["budget", "method"])["budget"]))
         meths = list(dict.fromkeys(sort_rows(mean, ["method"])["method"]))
-        fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(budgets), 3.2))
+        fig, ax = plt.subplots(figsize=(2.4 + 1.3 * len(budgets), 3.2))
         w = 0.8 / max(1, len(meths))
         for k, me in enumerate(meths):
             ys = [mean[(mean["budget"] == b) & (mean["method"] == me)]["vlhi"] for b in budgets]
@@ -122,7 +122,7 @@ def main(argv=None):
         ax.set_xlabel("budget")
         ax.set_ylabel("Mean VLHI ↑")
         ax.set_ylim(0, 2)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach the top
         ax.set_title(f"Mean VLHI over the datasets ({QUALITY_LABEL.get(args.quality, args.quality)})")
         files += save_fig(fig, out, f"{name}_mean_vlhi")
     return files

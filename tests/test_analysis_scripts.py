@@ -160,6 +160,27 @@ def test_claims_with_dora_and_diffpruning_missing(table, tmp_path):
     assert res["C5"]["verdict"] == "not yet run" and "on every dataset" in res["C5"]["evidence"]
 
 
+def test_claim_c25_needs_the_best_lr_to_fall_with_theta(table, tmp_path):
+    """The synthetic lr × θ grid follows Eq. 12 (reproduced); a grid whose best lr is its largest at
+    every θ fits b ≈ 0 of either sign and must not read as reproduced."""
+    _run("claims", ["--results", str(table), "--out", str(tmp_path / "a")])
+    res = {r["id"]: r for r in json.loads((tmp_path / "a" / "claims.json").read_text())}
+    assert res["C25"]["verdict"] == "reproduced", res["C25"]["evidence"]
+    df = pd.read_csv(table)
+    grid = df["experiment"].astype(str).str.startswith("hyper") & df["variant"].astype(str).str.startswith("lr_theta")
+    lr = df.loc[grid, "lr"].astype(float)
+    assert grid.sum() >= 9 and lr.nunique() >= 3
+    # the largest lr wins at every θ: lowest FID and highest CLIP
+    df.loc[grid, "fid"] = 100.0 - 10 * np.log10(lr / 1e-5)
+    df.loc[grid, "clip_score"] = 20.0 + np.log10(lr / 1e-5)
+    flat = tmp_path / "flat.csv"
+    df.to_csv(flat, index=False)
+    _run("claims", ["--results", str(flat), "--out", str(tmp_path / "b")])
+    res = {r["id"]: r for r in json.loads((tmp_path / "b" / "claims.json").read_text())}
+    assert res["C25"]["verdict"] == "not reproduced", res["C25"]["evidence"]
+    assert "the grid's largest" in res["C25"]["evidence"]
+
+
 def test_compare_paper_puts_reported_next_to_reproduced(table, tmp_path):
     _run("compare_paper", ["--results", str(table), "--out", str(tmp_path)])
     md = (tmp_path / "compare_paper.md").read_text()
