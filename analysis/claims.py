@@ -531,19 +531,40 @@ def _hyper_lr_theta(df):
                           + note)
 
 
-def _hyper_rank(df):
-    from fig21_24_hyper import grid_frames
+def _grid_trend(df, grid, knob, fid_sign, clip_sign):
+    """Spearman ρ of FID and of CLIP against one knob of a `hyper` grid (mean over the other knob);
+    reproduced when both have the claimed signs (−1: falls as the knob grows, +1: rises)."""
+    from fig21_24_hyper import LABEL, grid_frames
 
     d = rows_of(df, "hyper", prefix=True)
     if d.empty or not has_metric(d, "fid", "clip_score"):
         return NOT_RUN, "no `hyper` runs"
-    g = grid_frames(d).get("rank_piter")
+    g = grid_frames(d).get(grid)
     if g is None:
-        return NOT_RUN, "no λ_rank × progressive-iteration grid"
+        return NOT_RUN, f"no {grid} grid"
     x, y, m = g
-    m = m.groupby(y, as_index=False)[["fid", "clip_score"]].mean()
-    rf, rc = _spearman(m[y], m["fid"]), _spearman(m[y], m["clip_score"])
-    return _verdict(rf > 0 and rc > 0), f"over λ_rank (mean over progressive iterations): ρ(λ, FID) {fmt(rf)}, ρ(λ, CLIP) {fmt(rc)}"
+    other = x if knob == y else y
+    m = m.groupby(knob, as_index=False)[["fid", "clip_score"]].mean()
+    name = LABEL.get(knob, knob)
+    if len(m) < 3:
+        return NOT_RUN, f"the {grid} grid has {len(m)} value(s) of {name} so far; a trend needs 3"
+    rf, rc = _spearman(m[knob], m["fid"]), _spearman(m[knob], m["clip_score"])
+    ok = np.sign(rf) == fid_sign and np.sign(rc) == clip_sign
+    per = "; ".join(f"{sci(k)}: {fmt(f)} / {fmt(c)}" for k, f, c in zip(m[knob], m["fid"], m["clip_score"]))
+    return _verdict(ok), (f"over {name} (mean over {LABEL.get(other, other)}): ρ({name}, FID) {fmt(rf)}, "
+                          f"ρ({name}, CLIP) {fmt(rc)}; FID / CLIP per {name}: {per}")
+
+
+def _hyper_rank(df):
+    return _grid_trend(df, "rank_piter", "lambda_rank", +1, +1)
+
+
+def _hyper_lr(df):
+    return _grid_trend(df, "lr_piter", "lr", -1, -1)
+
+
+def _hyper_piter(df):
+    return _grid_trend(df, "lr_piter", "progressive_iter", -1, -1)
 
 
 def _threshold_clip(df):
@@ -673,6 +694,8 @@ CLAIMS = [
     Claim("C27", "θ = 2e-3 gives the best CLIP score of the threshold sweep", "Table 8", "threshold", _threshold_clip,
           _paper_t8),
     Claim("C28", "SaRA needs less training memory than LoRA at the same budget", "Sec. 4.4, Fig. 5", "style", _memory),
+    Claim("C29", "A larger learning rate improves FID and worsens CLIP", "Fig. 23", "hyper", _hyper_lr),
+    Claim("C30", "A later progressive iteration improves FID and worsens CLIP", "Fig. 23", "hyper", _hyper_piter),
 ]
 
 
