@@ -500,6 +500,9 @@ def _merging(df):
                 good = float(mg.iloc[0]) < float(base.iloc[0])
                 ok &= good
                 rows.append(f"{pair} vs {t}: merged {fmt(float(mg.iloc[0]))}, base {fmt(float(base.iloc[0]))}")
+                # other merge weights (e.g. β = 0.5, 0.5) are shown, not judged: the claim is about β = 1
+                other = g[(g["model"] != pair) & g["model"].str.contains("+", regex=False) & (g["target"] == t)]
+                rows += [f"{r.model} vs {t}: {fmt(r.fid)}" for r in other.itertuples()]
     if not n:
         return NOT_RUN, "needs merged (β = 1, 1) and base (β = 0, 0) runs"
     return _verdict(ok), "; ".join(rows)

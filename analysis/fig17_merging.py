@@ -24,8 +24,9 @@ NAME = "fig17_merging"
 
 
 def merging_long(df):
-    """Rows (backbone, pair, model, target, fid, clip_score); ``model`` is one of ``base``, a
-    dataset name, or ``A+B`` (pair order), ``target`` the dataset the metrics are against."""
+    """Rows (backbone, pair, model, target, fid, clip_score); ``model`` is ``base`` (β1 = β2 = 0), a
+    dataset name, or ``A+B`` (pair order), a β other than 1 written in front of its dataset
+    (``0.5·A+0.5·B``); ``target`` is the dataset the metrics are against."""
     d = df.copy()
     d["b1"], d["b2"] = num(d, "beta1"), num(d, "beta2")
     d = d[d["b1"].notna() & d["b2"].notna() & d["merge_with"].notna()]
@@ -35,8 +36,9 @@ def merging_long(df):
     rows = []
     for _, r in m.iterrows():
         a, b = sorted([str(r["dataset"]), str(r["merge_with"])])
-        on = [x for x, beta in ((str(r["dataset"]), r["b1"]), (str(r["merge_with"]), r["b2"])) if beta > 0]
-        model = "base" if not on else (on[0] if len(on) == 1 else f"{a}+{b}")
+        beta = {str(r["merge_with"]): r["b2"], str(r["dataset"]): r["b1"]}
+        on = [x for x in (a, b) if beta[x] > 0]
+        model = "+".join(x if beta[x] == 1 else f"{beta[x]:g}·{x}" for x in on) or "base"
         rows.append({"backbone": r["backbone"], "pair": f"{a}+{b}", "model": model, "target": r["dataset"],
                      "fid": r["fid"], "clip_score": r.get("clip_score", np.nan)})
     import pandas as pd
@@ -61,6 +63,7 @@ def main(argv=None):
         g = m[(m["backbone"] == bb) & (m["pair"] == pair)]
         a, b = pair.split("+")
         models = [x for x in ("base", a, b, pair) if x in set(g["model"])]
+        models += sorted(set(g["model"]) - set(models))  # other β (e.g. 0.5·A+0.5·B)
         targets = [t for t in (a, b) if t in set(g["target"])]
         w = 0.8 / max(1, len(targets))
         cells = []
@@ -81,7 +84,7 @@ def main(argv=None):
         sections.append({"title": f"{bb}: {a} + {b}", "header": ["model", f"FID vs {a}", f"CLIP ({a} runs)",
                                                                   f"FID vs {b}", f"CLIP ({b} runs)"],
                          "cells": cells, "caption": f"Merging SaRA deltas {a} + {b}, {bb} (Fig. 17)"})
-    fig.suptitle("Fig. 17 — merging two datasets' deltas (β1 = β2 = 1)")
+    fig.suptitle("Fig. 17 — merging two datasets' deltas (β = 1 unless written before a dataset)")
     files = save_fig(fig, out, NAME)
     files += write_tables(out, NAME, sections, "Fig. 17 — merging SaRA deltas",
                           "A merged model has both styles when its FID against each dataset is close to that "

@@ -206,6 +206,34 @@ def test_claims_on_the_progressive_iteration_grids(table, tmp_path):
     assert res["C29"]["verdict"] == "not yet run" and "a trend needs 3" in res["C29"]["evidence"]
 
 
+def test_merging_keeps_other_betas_apart(table, tmp_path):
+    """A β = 0.5, 0.5 merge is its own model (``0.5·A+0.5·B``), not a second ``A+B``: C24 still
+    judges the β = 1 merge and lists the other one beside it."""
+    from fig17_merging import merging_long
+
+    df = pd.read_csv(table)
+    mg = df[df["experiment"].astype(str).str.startswith("merging")]
+    both = mg[(mg["beta1"] == 1) & (mg["beta2"] == 1)].copy()
+    half = both.assign(beta1=0.5, beta2=0.5, fid=1.0, variant=both["variant"].str.replace("b1.0-1.0", "b0.5-0.5"))
+    long = merging_long(pd.concat([mg, half]))
+    pair = long["pair"].iloc[0]
+    a, b = pair.split("+")
+    models = set(long.loc[long["pair"] == pair, "model"])
+    assert {"base", a, b, pair, f"0.5·{a}+0.5·{b}"} <= models
+    assert (long.loc[long["model"] == pair, "fid"] > 1.0).all()   # the β = 1 rows are not averaged with β = 0.5
+    out = tmp_path / "with_half.csv"
+    pd.concat([df, half]).to_csv(out, index=False)
+    verdicts = {}
+    for name, results in (("without", table), ("with", out)):
+        _run("claims", ["--results", str(results), "--out", str(tmp_path / name)])
+        verdicts[name] = {r["id"]: r for r in json.loads((tmp_path / name / "claims.json").read_text())}
+    res = verdicts["with"]
+    assert res["C24"]["verdict"] == verdicts["without"]["C24"]["verdict"]
+    assert f"0.5·{a}+0.5·{b} vs {a}: 1.00" in res["C24"]["evidence"]
+    _run("fig17_merging", ["--results", str(out), "--out", str(tmp_path / "f")])
+    assert f"0.5·{a}+0.5·{b}" in (tmp_path / "f" / "fig17_merging.md").read_text()
+
+
 def test_compare_paper_puts_reported_next_to_reproduced(table, tmp_path):
     _run("compare_paper", ["--results", str(table), "--out", str(tmp_path)])
     md = (tmp_path / "compare_paper.md").read_text()
