@@ -57,7 +57,7 @@ def main(argv=None):
         return write_missing(out, NAME, "merging runs lack delta.merge_with / beta1 / beta2")
     plt = pyplot()
     keys = list(dict.fromkeys(zip(m["backbone"], m["pair"])))
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 4.0), squeeze=False)
     sections = []
     for ax, (bb, pair) in zip(axes[0], keys):
         g = m[(m["backbone"] == bb) & (m["pair"] == pair)]
@@ -71,7 +71,8 @@ def main(argv=None):
             ys = [g[(g["model"] == mo) & (g["target"] == t)]["fid"] for mo in models]
             ys = [float(y.iloc[0]) if len(y) else np.nan for y in ys]
             ax.bar(np.arange(len(models)) + (k - (len(targets) - 1) / 2) * w, ys, w, label=f"FID vs {t}")
-        ax.set_xticks(range(len(models)), [x.replace("+", "+\n") for x in models], fontsize=7)
+        ax.set_xticks(range(len(models)), [x.replace("+", "+\n") for x in models], fontsize=7, rotation=35,
+                      ha="right", rotation_mode="anchor")
         ax.set_ylabel("FID ↓")
         ax.set_title(f"{bb}: {a} + {b}", fontsize=9)
         ax.legend(fontsize=7)

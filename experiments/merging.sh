@@ -11,6 +11,9 @@ for pair in BarbieCore:Cyberpunk Cyberpunk:ElementFire ElementFire:Expedition Ho
   a=${pair%%:*}; b=${pair##*:}
   python run.py -m +experiment=merging data.name=$a delta.merge_with=$b "$@" || status=$?
   python run.py -m +experiment=merging data.name=$b delta.merge_with=$a "$@" || status=$?
+  # and the average of the two deltas (β1 = β2 = 0.5): the β = 1 sum over-scales the update (README)
+  python run.py -m +experiment=merging data.name=$a delta.merge_with=$b delta.beta1=0.5 delta.beta2=0.5 "$@" || status=$?
+  python run.py -m +experiment=merging data.name=$b delta.merge_with=$a delta.beta1=0.5 delta.beta2=0.5 "$@" || status=$?
 done
 python -m sara.results --root outputs/runs --experiment merging --csv outputs/results/merging.csv || status=$?
 python analysis/fig17_merging.py --results outputs/results/merging.csv --out outputs/analysis/merging || status=$?
