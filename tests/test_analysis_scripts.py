@@ -58,6 +58,17 @@ def _run(name, args):
     return mod.main(args)
 
 
+def _claims(results, out) -> dict:
+    """Run the claims report on a results table; its records keyed by claim id."""
+    _run("claims", ["--results", str(results), "--out", str(out)])
+    return {r["id"]: r for r in json.loads((Path(out) / "claims.json").read_text())}
+
+
+def _hyper_grid(df, grid):
+    """Rows of one `hyper` grid (the grid name is the first part of the variant)."""
+    return df["experiment"].astype(str).str.startswith("hyper") & df["variant"].astype(str).str.startswith(grid)
+
+
 @pytest.mark.parametrize("name", list(SCRIPTS))
 def test_script_writes_its_files(name, table, tmp_path):
     extra, expected = SCRIPTS[name]
@@ -122,8 +133,7 @@ def test_eq12_fit_recovers_an_exponential():
 
 
 def test_claims_verdicts(table, tmp_path):
-    _run("claims", ["--results", str(table), "--out", str(tmp_path)])
-    res = {r["id"]: r for r in json.loads((tmp_path / "claims.json").read_text())}
+    res = _claims(table, tmp_path)
     assert len(res) >= 20
     assert res["C1"]["verdict"] == "reproduced"          # the synthetic world favours SaRA
     assert res["C6"]["verdict"] == "reproduced"
@@ -144,8 +154,7 @@ def test_claims_with_dora_and_diffpruning_missing(table, tmp_path):
     df = pd.read_csv(table)
     part = tmp_path / "no_dora.csv"
     df[~df["method"].isin(["dora", "diffpruning"])].to_csv(part, index=False)
-    _run("claims", ["--results", str(part), "--out", str(tmp_path / "p")])
-    res = {r["id"]: r for r in json.loads((tmp_path / "p" / "claims.json").read_text())}
+    res = _claims(part, tmp_path / "p")
     assert res["C1"]["verdict"] == "reproduced"
     for cid in ("C2", "C4"):
         assert res[cid]["verdict"] == "not yet run" and "DoRA" in res[cid]["evidence"]
@@ -154,8 +163,7 @@ def test_claims_with_dora_and_diffpruning_missing(table, tmp_path):
     one = df.loc[df["method"] == "dora", "dataset"].iloc[0]
     part2 = tmp_path / "dora_on_one_dataset.csv"
     df[~df["method"].isin(["dora", "diffpruning"]) | (df["dataset"] == one)].to_csv(part2, index=False)
-    _run("claims", ["--results", str(part2), "--out", str(tmp_path / "p2")])
-    res = {r["id"]: r for r in json.loads((tmp_path / "p2" / "claims.json").read_text())}
+    res = _claims(part2, tmp_path / "p2")
     assert res["C2"]["verdict"] == "not yet run" and "on every dataset" in res["C2"]["evidence"]
     assert res["C5"]["verdict"] == "not yet run" and "on every dataset" in res["C5"]["evidence"]
 
@@ -163,11 +171,10 @@ def test_claims_with_dora_and_diffpruning_missing(table, tmp_path):
 def test_claim_c25_needs_the_best_lr_to_fall_with_theta(table, tmp_path):
     """The synthetic lr × θ grid follows Eq. 12 (reproduced); a grid whose best lr is its largest at
     every θ fits b ≈ 0 of either sign and must not read as reproduced."""
-    _run("claims", ["--results", str(table), "--out", str(tmp_path / "a")])
-    res = {r["id"]: r for r in json.loads((tmp_path / "a" / "claims.json").read_text())}
+    res = _claims(table, tmp_path / "a")
     assert res["C25"]["verdict"] == "reproduced", res["C25"]["evidence"]
     df = pd.read_csv(table)
-    grid = df["experiment"].astype(str).str.startswith("hyper") & df["variant"].astype(str).str.startswith("lr_theta")
+    grid = _hyper_grid(df, "lr_theta")
     lr = df.loc[grid, "lr"].astype(float)
     assert grid.sum() >= 9 and lr.nunique() >= 3
     # the largest lr wins at every θ: lowest FID and highest CLIP
@@ -175,8 +182,7 @@ def test_claim_c25_needs_the_best_lr_to_fall_with_theta(table, tmp_path):
     df.loc[grid, "clip_score"] = 20.0 + np.log10(lr / 1e-5)
     flat = tmp_path / "flat.csv"
     df.to_csv(flat, index=False)
-    _run("claims", ["--results", str(flat), "--out", str(tmp_path / "b")])
-    res = {r["id"]: r for r in json.loads((tmp_path / "b" / "claims.json").read_text())}
+    res = _claims(flat, tmp_path / "b")
     assert res["C25"]["verdict"] == "not reproduced", res["C25"]["evidence"]
     assert "the grid's largest" in res["C25"]["evidence"]
 
@@ -184,25 +190,22 @@ def test_claim_c25_needs_the_best_lr_to_fall_with_theta(table, tmp_path):
 def test_claims_on_the_progressive_iteration_grids(table, tmp_path):
     """Figs. 23/24: the synthetic grids follow the paper's trends (C26, C29, C30 reproduced); flipping
     CLIP's trend with the learning rate flips C29 alone; a grid with two values of a knob stays open."""
-    _run("claims", ["--results", str(table), "--out", str(tmp_path / "a")])
-    res = {r["id"]: r for r in json.loads((tmp_path / "a" / "claims.json").read_text())}
+    res = _claims(table, tmp_path / "a")
     for cid in ("C26", "C29", "C30"):
         assert res[cid]["verdict"] == "reproduced", (cid, res[cid]["evidence"])
     assert "ρ(learning rate, FID)" in res["C29"]["evidence"]
     df = pd.read_csv(table)
-    grid = df["experiment"].astype(str).str.startswith("hyper") & df["variant"].astype(str).str.startswith("lr_piter")
+    grid = _hyper_grid(df, "lr_piter")
     lr = df.loc[grid, "lr"].astype(float)
     assert lr.nunique() >= 3
     df.loc[grid, "clip_score"] += 5 * np.log10(lr / 1e-5)  # CLIP now rises with the learning rate
     rising = tmp_path / "rising.csv"
     df.to_csv(rising, index=False)
-    _run("claims", ["--results", str(rising), "--out", str(tmp_path / "b")])
-    res = {r["id"]: r for r in json.loads((tmp_path / "b" / "claims.json").read_text())}
+    res = _claims(rising, tmp_path / "b")
     assert res["C29"]["verdict"] == "not reproduced" and res["C30"]["verdict"] == "reproduced"
     two = tmp_path / "two_lrs.csv"
     df[~grid | (lr != lr.max())].to_csv(two, index=False)
-    _run("claims", ["--results", str(two), "--out", str(tmp_path / "c")])
-    res = {r["id"]: r for r in json.loads((tmp_path / "c" / "claims.json").read_text())}
+    res = _claims(two, tmp_path / "c")
     assert res["C29"]["verdict"] == "not yet run" and "a trend needs 3" in res["C29"]["evidence"]
 
 
@@ -223,12 +226,8 @@ def test_merging_keeps_other_betas_apart(table, tmp_path):
     assert (long.loc[long["model"] == pair, "fid"] > 1.0).all()   # the β = 1 rows are not averaged with β = 0.5
     out = tmp_path / "with_half.csv"
     pd.concat([df, half]).to_csv(out, index=False)
-    verdicts = {}
-    for name, results in (("without", table), ("with", out)):
-        _run("claims", ["--results", str(results), "--out", str(tmp_path / name)])
-        verdicts[name] = {r["id"]: r for r in json.loads((tmp_path / name / "claims.json").read_text())}
-    res = verdicts["with"]
-    assert res["C24"]["verdict"] == verdicts["without"]["C24"]["verdict"]
+    res, without = _claims(out, tmp_path / "with"), _claims(table, tmp_path / "without")
+    assert res["C24"]["verdict"] == without["C24"]["verdict"]
     assert f"0.5·{a}+0.5·{b} vs {a}: 1.00" in res["C24"]["evidence"]
     _run("fig17_merging", ["--results", str(out), "--out", str(tmp_path / "f")])
     assert f"0.5·{a}+0.5·{b}" in (tmp_path / "f" / "fig17_merging.md").read_text()
