@@ -44,3 +44,16 @@ def test_cli_writes_folders_and_prompts(tmp_path, monkeypatch):
     for name in STYLE_NAMES:
         assert len(list((tmp_path / name).glob("*.png"))) == 3
     assert main(["--out", str(tmp_path), "--missing-only", "--no-progress"]) == 0
+
+
+def test_validation_prompts_are_disjoint_from_every_test_prompt_and_deterministic():
+    from sara.data.prompts import N_EVAL_PROMPTS, is_held_out, validation_prompts
+    from sara.data.procedural import parse_caption
+
+    val = validation_prompts(seed=0)
+    assert len(val) == len(set(val)) == 100
+    assert not set(val) & set(eval_prompts(seed=0, n=N_EVAL_PROMPTS))
+    assert val == validation_prompts(seed=0)
+    assert validation_prompts(seed=0, n=10) == val[:10]
+    for p in val[:20]:   # drawn like the test prompts: every prompt has a held-out pair
+        assert any(is_held_out(o["colour"], o["shape"]) for o in parse_caption(p))
