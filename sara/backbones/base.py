@@ -1,4 +1,5 @@
-"""The ``Backbone`` class (contract: docs/ARCHITECTURE.md, "Backbones") and ``load_backbone``.
+"""The ``Backbone`` class (contract: docs/ARCHITECTURE.md, "Backbones"); ``load_backbone`` in
+:mod:`sara.backbones.factory` builds one from a config.
 
 One class serves every backbone; what differs between Stable Diffusion 1.5/2, SDXL, SD3 and the
 tiny pixel-space model is how prompts are encoded and how the denoiser is called, which the
