@@ -107,7 +107,8 @@ def read_json(path: str | os.PathLike) -> Any:
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``final``; on success swap it in (an old
-    ``final`` is moved aside first, then deleted), on error delete it and leave ``final`` as it was::
+    ``final`` is moved aside first, then deleted), on error delete it and leave ``final`` as it
+    was::
 
         with atomic_dir(out / "BarbieCore") as tmp:
             (tmp / "0000.png").write_bytes(...)

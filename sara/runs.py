@@ -27,9 +27,9 @@ from sara.hooks.migration import MigrationHook
 from sara.hooks.schema import hooks_filled, validate_hooks
 from sara.io import to_jsonable
 from sara.precision import autocast_dtype
-from sara.record import (RESULT_FILE, SAMPLES_DIR, build_record, eval_section, load_result,
-                         memory_section, paths_section, records_failure, run_dir_for,
-                         run_section, time_section, train_section, write_result)
+from sara.record import (RESULT_FILE, RUN_DIR_LEVELS, SAMPLES_DIR, build_record, eval_section,
+                         load_result, memory_section, paths_section, records_failure,
+                         run_dir_for, run_section, time_section, train_section, write_result)
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _run(cfg: Any, plain: dict, run_dir: Path) -> dict:
 
     main = accelerator.is_main_process
     wb = start_wandb(plain.get("logger"), run_dir, plain,
-                     name="/".join(run_dir.parts[-6:])) if main else None
+                     name="/".join(run_dir.parts[-len(RUN_DIR_LEVELS):])) if main else None
     try:
         tres, diagnostics = _train(s, tcfg, diag, accelerator, run_dir, wb)
         ecfg = plain.get("eval") or {}

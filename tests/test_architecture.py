@@ -13,7 +13,8 @@ ARCHITECTURE = REPO / "docs" / "ARCHITECTURE.md"
 
 
 def module_name(path: Path, root: Path) -> str:
-    """``sara/core/sparse.py`` -> ``sara.core.sparse``; a package's ``__init__.py`` -> the package."""
+    """``sara/core/sparse.py`` -> ``sara.core.sparse``; a package's ``__init__.py`` -> the
+    package."""
     parts = list(path.relative_to(root.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]

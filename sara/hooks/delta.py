@@ -1,7 +1,7 @@
 """``delta.*``: sample with a trained delta of another run instead of training:
 ``W = W0 + β1·α·ΔP [+ β2·ΔP2]`` (App. F scaling, App. G merging). Sparse deltas (SaRA and the
-selective methods) go through sara.core's ``load_sparse`` / ``merge_sparse``; other methods' states
-are restored on a copy of the base and merged densely."""
+selective methods) go through sara.core's ``load_sparse`` / ``merge_sparse``; other methods'
+states are restored on a copy of the base and merged densely."""
 from __future__ import annotations
 
 import contextlib
