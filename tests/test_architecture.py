@@ -1,6 +1,7 @@
 """The shape of the ``sara`` package: no import cycle among its modules (every import counts:
-module level, inside functions, under ``TYPE_CHECKING``; relative imports resolved), no file over
-600 lines, ``sara/runs.py`` under 400, and every module named in docs/ARCHITECTURE.md."""
+module level, inside functions, under ``TYPE_CHECKING``; relative imports resolved), no import
+from a higher layer, no file over 600 lines, ``sara/runs.py`` under 400, and every module named
+in docs/ARCHITECTURE.md."""
 from __future__ import annotations
 
 import ast
@@ -136,6 +137,34 @@ def test_sara_has_no_import_cycle():
     graph = import_graph(SARA)
     assert len(graph) > 50 and graph["sara.runs"]  # the walk found the package
     assert find_cycles(graph) == []
+
+
+#: The layers of docs/ARCHITECTURE.md: a module imports from its own layer or lower ones only.
+LAYERS = {
+    "sara.io": 0, "sara.env": 0, "sara.precision": 0,
+    "sara.core": 1, "sara.data": 1, "sara.record": 1,
+    "sara.backbones": 2, "sara.methods": 2, "sara.metrics": 2,
+    "sara.train": 3, "sara.sample": 3, "sara.evaluate": 3, "sara.budget": 3,
+    "sara.analysis_math": 3, "sara.results": 3,
+    "sara.hooks": 4,
+    "sara.runs": 5,
+    "sara": 6,  # the package's public API
+}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in LAYERS:
+            return LAYERS[".".join(parts[:n])]
+    raise KeyError(f"{module} is in no layer of LAYERS (add it, and to docs/ARCHITECTURE.md)")
+
+
+def test_lower_layers_never_import_higher_ones():
+    upward = sorted(f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+                    for a, targets in import_graph(SARA).items() for b in targets
+                    if layer_of(b) > layer_of(a))
+    assert upward == []
 
 
 def test_no_sara_file_over_600_lines_and_runs_under_400():
