@@ -77,7 +77,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 #: SD 1.5 UNet parameter count: the paper's budgets (5M/20M/50M) are fractions of this model
-REFERENCE_PARAMS = 859_520_964
+from sara.budget import REFERENCE_PARAMS  # noqa: E402
 RECORD_KEYS = ("method", "batch_size", "resolution", "device", "budget", "trainable", "peak_bytes",
                "step_s", "floor_bytes", "dense_grad_bytes_frozen")
 REFERENCES = ("floor", "floor_wgrad")

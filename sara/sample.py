@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from sara.runs import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from sara.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 

@@ -47,12 +47,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from sara.runs import (CHECKPOINT_DIR, TRAIN_LOG_FILE, atomic_torch_save, atomic_write_text,
-                       cpu_peak_rss_bytes)
+from sara.env import peak_memory
+from sara.io import atomic_torch_save, atomic_write_text
+from sara.precision import cuda_half_precision
+from sara.record import CHECKPOINT_DIR, CHECKPOINT_NAME, TRAIN_LOG_FILE
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "state.pt"
 CHECKPOINT_FORMAT = "sara-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -70,7 +71,7 @@ class TrainConfig:
     steps: int = 400                 # optimizer steps
     batch_size: int = 16             # per process and micro-step
     grad_accum: int = 1              # micro-steps per optimizer step
-    lr: float | None = None          # None: the method's own default; "eq12": see sara.runs.resolve_lr
+    lr: float | None = None          # None: the method's own default; "eq12": see sara.budget.resolve_lr
     weight_decay: float = 1e-2
     betas: Sequence[float] = (0.9, 0.999)
     lr_scheduler: str = "cosine"     # any diffusers.optimization scheduler name
@@ -114,7 +115,7 @@ def resolve_mixed_precision(mixed_precision: str, device: str | torch.device) ->
             log.warning("mixed_precision=%s asked on %s; training in fp32", mp, device.type)
         return "no"
     if mp == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return cuda_half_precision()
     if mp not in ("no", "fp16", "bf16"):
         raise ValueError(f"mixed_precision must be auto|no|fp16|bf16, got {mixed_precision!r}")
     return mp
@@ -546,10 +547,7 @@ class Trainer:
             ckpt = self.save_checkpoint(final=True)
         elif self.ckpt_path is not None:
             ckpt = self.ckpt_path
-        if self.device.type == "cuda":
-            peak, kind = int(torch.cuda.max_memory_allocated(self.device)), "cuda_max_allocated"
-        else:
-            peak, kind = cpu_peak_rss_bytes(), "cpu_max_rss"
+        peak, kind = peak_memory(self.device)
         tail = self.losses[-max(1, min(50, cfg.steps // 10)):]
         return TrainResult(
             steps=self.step,

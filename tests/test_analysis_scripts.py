@@ -1,5 +1,5 @@
 """Every analysis script on a SYNTHETIC results table (analysis/_synthetic.py: records in the
-layout sara.runs writes, random but seeded, shaped like the paper's trends), gathered by
+layout sara.record defines, random but seeded, shaped like the paper's trends), gathered by
 sara.results; each writes its figures (PNG + PDF) and tables (Markdown + LaTeX). Also: the
 scripts on an empty table (a "No results yet" note, no crash), the Table 1 conventions, the Eq. 12
 fit, the claims report and the comparison with the paper."""

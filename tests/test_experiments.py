@@ -106,7 +106,7 @@ def _sh_commands() -> list[tuple[str, list[str]]]:
 
 def _jobs(conf_dir: Path, exp: str, extra: list[str]):
     """Every job of ``python run.py -m +experiment=<exp> <extra>``: (resolved config, run dir)."""
-    from sara.runs import run_dir_for
+    from sara.record import run_dir_for
 
     key = ("jobs", str(conf_dir), exp)
     if key not in _CACHE:

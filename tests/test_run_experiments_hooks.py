@@ -1,4 +1,4 @@
-"""sara.runs' experiment hooks (experiments/README.md, "hooks in sara.runs") end to end on the
+"""The experiment hooks (sara.hooks; experiments/README.md, "hooks") end to end on the
 stand-ins of tests/conftest.py, through the real experiment files (``+experiment=<id>``):
 
 * ``diagnostics.prune_threshold`` (pruning, Fig. 2): exactly the entries with |w| < θ are zeroed
@@ -20,8 +20,10 @@ import pytest
 import torch
 
 from conftest import StubBackbone
-from sara.runs import (HookConfigError, ensure_pretrain_reference, execute, pretrain_reference_dir,
-                       run_dir_for, validate_hooks)
+from sara.data.build import ensure_pretrain_reference, pretrain_reference_dir
+from sara.hooks.schema import HookConfigError, validate_hooks
+from sara.record import run_dir_for
+from sara.runs import execute
 
 STUB = ["backbone=stub", "data=stub", "eval=smoke", "hydra/job_logging=disabled"]
 
@@ -313,12 +315,12 @@ def test_bad_key_fails_the_run_before_any_work(stub_conf, stub_world, tmp_path):
 
 
 def test_config_yaml_lists_every_hook_off_with_the_validated_defaults():
-    """conf/config.yaml's diagnostics / delta groups equal sara.runs' defaults key for key, so a
+    """conf/config.yaml's diagnostics / delta groups equal sara.hooks' defaults key for key, so a
     hook is set without `+` and does nothing unless set."""
     from omegaconf import OmegaConf
 
     from conftest import CONF
-    from sara.runs import DELTA_KEYS, DIAGNOSTICS_KEYS
+    from sara.hooks.schema import DELTA_KEYS, DIAGNOSTICS_KEYS
 
     base = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))
     for group, spec in (("diagnostics", DIAGNOSTICS_KEYS), ("delta", DELTA_KEYS)):
@@ -427,7 +429,7 @@ def test_resolve_lr_policies():
     import torch
     from sara.core.optimizer import lr_from_threshold
     from sara.core.selection import threshold_for_budget
-    from sara.runs import resolve_lr
+    from sara.budget import resolve_lr
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 4))

@@ -361,16 +361,35 @@ class SparseParameters:
         return out
 
     def per_layer_counts(self) -> dict[str, int]:
-        from .diagnostics import per_layer_counts
-        return per_layer_counts(self)
+        """Selected (active) entries per tensor, in model order."""
+        return {n: self.count(n) for n in self.names}
 
     def delta(self, dense: bool = True) -> dict[str, Tensor]:
-        from .diagnostics import delta
-        return delta(self, dense=dense)
+        """Learned change ``W_t - W0`` per tensor (every entry ever trained, retired ones included):
+        dense tensors of the parameter's shape, or sparse COO tensors with ``dense=False``."""
+        if self.initial is None:
+            raise ValueError("delta needs the initial values (wrap with keep_initial=True)")
+        out = {}
+        for n, (idx, vals, init) in self.trained_entries().items():
+            d = (vals - init).float()
+            shape = self.shapes[n]
+            if dense:
+                t = torch.zeros(shape, dtype=torch.float32, device=d.device)
+                t.view(-1)[idx] = d
+                out[n] = t
+            else:
+                coords = torch.stack(torch.unravel_index(idx, shape))
+                out[n] = torch.sparse_coo_tensor(coords, d, shape, is_coalesced=True,
+                                                 check_invariants=True)
+        return out
 
     def share_below(self, theta: float) -> float:
-        from .diagnostics import share_below
-        return share_below(self, theta)
+        """Share of the initial selection (every entry ever trained) whose current |value| < θ."""
+        below = total = 0
+        for _, (idx, vals, _) in self.trained_entries().items():
+            below += int((vals.detach().abs().float() < theta).sum())
+            total += int(idx.numel())
+        return below / total if total else float("nan")
 
     # ---------------------------------------------------------------- persistence
 

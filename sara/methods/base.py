@@ -96,16 +96,13 @@ class Method(abc.ABC):
     def save_trained(self, path, metadata: dict | None = None) -> None:
         """Write :meth:`trained_state_dict` to a safetensors file (atomic: tmp + rename)."""
         import json
-        import os
-        from safetensors.torch import save_file
+
+        from sara.io import atomic_save_safetensors
 
         state = {k: v.detach().contiguous().cpu() for k, v in self.trained_state_dict().items()}
         meta = {"method": self.name, "knob": str(self.knob), "record": json.dumps(self.record(), default=str)}
         meta.update({k: str(v) for k, v in (metadata or {}).items()})
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
+        atomic_save_safetensors(state, path, metadata=meta)
 
     def load_trained(self, path) -> None:
         """Inverse of :meth:`save_trained` on a module prepared by :meth:`apply`."""
