@@ -114,15 +114,28 @@ def eq12_lr_for_budget(denoiser, target: int) -> tuple[float, float]:
     return theta, lr_from_threshold(theta)
 
 
-def resolve_lr(lr: Any, denoiser: Any, budget: int | None) -> tuple[float | None, dict]:
-    """``train.lr``: a number, ``null`` (the method's own default) or ``eq12``: Eq. 12's rate
-    ``1e-3 · exp(-350 θ)`` at the θ that gives SaRA this run's budget on this denoiser, so every
-    method of one budget trains at the same rate (the paper derives the initial rate from the
-    threshold). Returns ``(lr, record)``; with ``eq12`` and ``budget: none`` the method's default."""
+def resolve_lr(lr: Any, denoiser: Any, budget: int | None,
+               tuned_key: tuple[str, str, str] | None = None) -> tuple[float | None, dict]:
+    """``train.lr``: a number, ``null`` (the method's own default), ``eq12`` or ``tuned``.
+
+    ``eq12``: Eq. 12's rate ``1e-3 · exp(-350 θ)`` at the θ that gives SaRA this run's budget on
+    this denoiser, so every method of one budget trains at the same rate (the paper derives the
+    initial rate from the threshold); with ``budget: none`` the method's default.
+    ``tuned``: the method's own rate from the learning-rate search (:mod:`sara.lr_search`), looked
+    up by ``tuned_key = (backbone name, method name, budget label)``.
+    Returns ``(lr, record)``."""
     if lr is None or isinstance(lr, (int, float)) and not isinstance(lr, bool):
         return lr, {"policy": "fixed" if lr is not None else "method_default", "lr": lr}
-    if str(lr).lower() != "eq12":
-        raise ValueError(f"train.lr: expected a number, null or 'eq12', got {lr!r}")
+    policy = str(lr).lower()
+    if policy == "tuned":
+        if tuned_key is None:
+            raise ValueError("train.lr=tuned needs the backbone, method and budget names of the run")
+        from sara.lr_search import lr_table_path, tuned_lr
+
+        value = tuned_lr(*tuned_key)
+        return value, {"policy": "tuned", "lr": value, "table": str(lr_table_path(tuned_key[0]))}
+    if policy != "eq12":
+        raise ValueError(f"train.lr: expected a number, null, 'eq12' or 'tuned', got {lr!r}")
     if budget is None:
         log.warning("train.lr=eq12 with budget=none: using the method's own default rate")
         return None, {"policy": "eq12", "lr": None, "threshold": None}

@@ -83,8 +83,10 @@ _CANDIDATES: dict[str, list[str]] = {
     "final_loss": ["final_loss", "train.final_loss"],
     # hyper-parameters the analysis sweeps over
     "threshold": ["method_record.threshold", "config.method.threshold"],
-    # the learning rate used: train.lr, else the method's lr, else its default (SaRA: Eq. 12)
-    "lr": ["config.train.lr", "method_record.lr", "config.method.lr", "method_record.lr_default"],
+    # the learning rate used: as resolved (train.lr=eq12/tuned), else train.lr, else the method's
+    # lr, else its default (SaRA: Eq. 12); and the policy that chose it
+    "lr": ["train.lr.lr", "config.train.lr", "method_record.lr", "config.method.lr", "method_record.lr_default"],
+    "lr_policy": ["train.lr.policy"],
     "progressive_iter": ["method_record.progressive_iter", "config.method.progressive_iter"],
     "lambda_rank": ["method_record.lambda_rank", "config.method.lambda_rank"],
     "alpha": ["config.delta.alpha"],

@@ -234,7 +234,8 @@ def _setup(plain: dict, tcfg: Any, diag: dict, accelerator, run_dir: Path) -> _S
     backbone.to(device)
     n_denoiser = int(sum(p.numel() for p in backbone.denoiser.parameters()))
     budget = budget_target(plain.get("budget"), n_denoiser)
-    tcfg.lr, lr_record = resolve_lr(tcfg.lr, backbone.denoiser, budget)
+    tuned_key = tuple(str((plain.get(g) or {}).get("name")) for g in ("backbone", "method", "budget"))
+    tcfg.lr, lr_record = resolve_lr(tcfg.lr, backbone.denoiser, budget, tuned_key)
     dataset, dataset_dir = build_dataset(plain["data"], backbone.resolution, accelerator)
     log.info("run %s: backbone %s (%d denoiser params), %d training items, budget %s",
              run_dir, backbone.name, n_denoiser, len(dataset), budget)

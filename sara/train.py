@@ -71,7 +71,7 @@ class TrainConfig:
     steps: int = 400                 # optimizer steps
     batch_size: int = 16             # per process and micro-step
     grad_accum: int = 1              # micro-steps per optimizer step
-    lr: float | None = None          # None: the method's own default; "eq12": see sara.budget.resolve_lr
+    lr: float | None = None          # None: the method's own default; "eq12" / "tuned": see sara.budget.resolve_lr
     weight_decay: float = 1e-2
     betas: Sequence[float] = (0.9, 0.999)
     lr_scheduler: str = "cosine"     # any diffusers.optimization scheduler name

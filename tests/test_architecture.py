@@ -145,7 +145,7 @@ LAYERS = {
     "sara.core": 1, "sara.data": 1, "sara.record": 1,
     "sara.backbones": 2, "sara.methods": 2, "sara.metrics": 2,
     "sara.train": 3, "sara.sample": 3, "sara.evaluate": 3, "sara.budget": 3,
-    "sara.analysis_math": 3, "sara.results": 3, "sara.stats": 3,
+    "sara.analysis_math": 3, "sara.results": 3, "sara.stats": 3, "sara.lr_search": 3,
     "sara.hooks": 4,
     "sara.runs": 5,
     "sara": 6,  # the package's public API

@@ -46,16 +46,26 @@ def build_dataset(cfg_data: Mapping, resolution: int, accelerator=None):
 
 
 def eval_prompt_list(cfg_eval: Mapping) -> list[str]:
+    """The first ``eval.num_prompts`` prompts of ``eval.prompts_file`` or of the embedded set named by
+    ``eval.prompt_set``: ``test`` (the 500 held-out prompts) or ``validation`` (100 prompts disjoint
+    from them, for tuning)."""
     n = int(cfg_eval.get("num_prompts", 0) or 0)
     if n <= 0:
         return []
+    prompt_set = str(cfg_eval.get("prompt_set", "test") or "test")
     if cfg_eval.get("prompts_file"):
         with open(cfg_eval["prompts_file"], encoding="utf-8") as f:
             prompts = [l.strip() for l in f if l.strip()]
-    else:
+    elif prompt_set == "test":
         from .prompts import eval_prompts
 
         prompts = list(eval_prompts(seed=int(cfg_eval.get("prompt_seed", 0))))
+    elif prompt_set == "validation":
+        from .prompts import validation_prompts
+
+        prompts = list(validation_prompts(seed=int(cfg_eval.get("prompt_seed", 0))))
+    else:
+        raise ValueError(f"eval.prompt_set: expected 'test' or 'validation', got {prompt_set!r}")
     if n > len(prompts):
         log.warning("eval.num_prompts=%d but only %d prompts exist; using all", n, len(prompts))
     return prompts[:n]
