@@ -8,7 +8,7 @@ rate for each threshold is marked with a red box", App. K, Fig. 21) — and the 
 (ties: the smaller rate). A winner at either end of the grid is flagged: the grid should be
 widened there.
 
-The table lives in a YAML file per backbone (``conf/lr/<backbone>.yaml``):
+The table lives in a YAML file per backbone (``results/lr/<backbone>.yaml``):
 
     rates:            # backbone -> method -> budget label -> learning rate
       sara: {5M: 0.001, 20M: 0.0003}
@@ -29,7 +29,7 @@ DEFAULT_GRID = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
 MIN_GRID_POINTS = 5
 MIN_GRID_SPAN = 30.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LR_TABLE_DIR = REPO_ROOT / "conf" / "lr"
+LR_TABLE_DIR = REPO_ROOT / "results" / "lr"
 
 
 class LRTableError(ValueError):
@@ -132,7 +132,7 @@ def tuned_lr(backbone: str, method: str, budget: str, root: str | Path | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sara.lr_search --root outputs/runs --backbone tiny --out conf/lr/tiny.yaml``"""
+    """``python -m sara.lr_search --root outputs/runs --backbone tiny --out results/lr/tiny.yaml``"""
     import argparse
     import sys
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default="outputs/runs", help="output root holding the lr_search runs")
     ap.add_argument("--experiment", default="lr_search", help="experiment name of the grid's runs")
     ap.add_argument("--backbone", required=True, help="backbone whose table is written, e.g. tiny")
-    ap.add_argument("--out", default=None, help="table to write (default conf/lr/<backbone>.yaml)")
+    ap.add_argument("--out", default=None, help="table to write (default results/lr/<backbone>.yaml)")
     args = ap.parse_args(argv)
     df = load_results(args.root, experiment=args.experiment)
     df = df[df["backbone"] == args.backbone] if len(df) else df
