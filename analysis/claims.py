@@ -5,21 +5,17 @@ the paper's own reported tables bear the claim out where they can.
 Reads the results table (and the repo's ``paper/`` for the second check). Writes
 ``claims.md``, ``claims.tex`` and ``claims.json``.
 
-    python analysis/claims.py --results results.csv --out outputs/analysis/claims
+    python -m analysis.claims --results results.csv --out outputs/analysis/claims
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from _common import (MEAN, arg_parser, budget_sort_key, decode_col, dump_json, fmt, has_metric, latex_table,  # noqa: E402
+from .common import (MEAN, arg_parser, budget_sort_key, decode_col, dump_json, fmt, has_metric, latex_table,
                      load, markdown_table, mean_over_seeds, method_label, migration_frame, num, out_dir, paper_other,
                      paper_wide, rows_of, sci, style_long, to_float, vlhi_groups)
 

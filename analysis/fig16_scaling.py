@@ -3,16 +3,11 @@
 Reads the `scaling` experiment rows (``alpha`` from ``delta.alpha``). Writes
 ``fig16_scaling.{png,pdf}`` and ``fig16_scaling.{md,tex}``.
 
-    python analysis/fig16_scaling.py --results results.csv --out outputs/analysis/scaling
+    python -m analysis.fig16_scaling --results results.csv --out outputs/analysis/scaling
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (DATASETS, arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,  # noqa: E402
+from .common import (DATASETS, arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,
                      rows_of, save_fig, sci, write_missing, write_tables)
 
 NAME = "fig16_scaling"

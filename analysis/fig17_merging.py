@@ -6,18 +6,13 @@ merged model's FID against both datasets. For every pair the figure shows FID ag
 two datasets for: the base model (β = 0, 0), D only, E only, and D + E. Writes
 ``fig17_merging.{png,pdf}`` and ``fig17_merging.{md,tex}``.
 
-    python analysis/fig17_merging.py --results results.csv --out outputs/analysis/merging
+    python -m analysis.fig17_merging --results results.csv --out outputs/analysis/merging
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot, rows_of,  # noqa: E402
+from .common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot, rows_of,
                      save_fig, write_missing, write_tables)
 
 NAME = "fig17_merging"

@@ -9,18 +9,13 @@ records ``{"layer", "phi", "phi_random", "delta_u"?}``). Only numpy maths on rec
 model. Writes ``fig19_subspace.{png,pdf}``, ``fig20_delta_subspace.{png,pdf}`` (when possible) and
 ``fig19_subspace.{md,tex}`` (mean φ per method/layer).
 
-    python analysis/fig19_subspace.py --results results.csv --out outputs/analysis/analysis
+    python -m analysis.fig19_subspace --results results.csv --out outputs/analysis/analysis
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, budget_sort_key, decode_col, fmt, load, method_label, method_sort_key,  # noqa: E402
+from .common import (arg_parser, budget_sort_key, decode_col, fmt, load, method_label, method_sort_key,
                      out_dir, pyplot, rows_of, save_fig, write_missing, write_tables)
 
 NAME = "fig19_subspace"

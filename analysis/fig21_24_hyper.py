@@ -9,18 +9,13 @@ Fig. 22 / Eq. 12: for every θ of the lr × θ grid the lr with the best VLHI, f
 Writes ``fig21_24_hyper_<grid>.{png,pdf}``, ``fig22_lr_fit.{png,pdf}``, ``fig21_24_hyper.{md,tex}``
 and ``eq12_fit.json``.
 
-    python analysis/fig21_24_hyper.py --results results.csv --out outputs/analysis/hyper
+    python -m analysis.fig21_24_hyper --results results.csv --out outputs/analysis/hyper
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, dump_json, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,  # noqa: E402
+from .common import (arg_parser, dump_json, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,
                      rows_of, save_fig, sci, vlhi_groups, write_missing, write_tables)
 
 NAME = "fig21_24_hyper"

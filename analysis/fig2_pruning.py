@@ -4,18 +4,13 @@ Reads the `pruning` experiment rows of the results table (``prune_threshold``, `
 ``fid``, ``clip_score``); θ = 0 is the untouched model (dashed line). Writes
 ``fig2_pruning.{png,pdf}`` and ``fig2_pruning.{md,tex}``.
 
-    python analysis/fig2_pruning.py --results results.csv --out outputs/analysis/pruning
+    python -m analysis.fig2_pruning --results results.csv --out outputs/analysis/pruning
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,  # noqa: E402
+from .common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,
                      rows_of, save_fig, sci, write_missing, write_tables)
 
 NAME = "fig2_pruning"

@@ -5,16 +5,11 @@ Reads the `migration` experiment rows (JSON cell ``migration`` = ``MigrationTrac
 ``{"threshold", "history": [{"step", "still_below", "new_below", ...}]}``). Writes
 ``fig3_migration.{png,pdf}`` and ``fig3_migration.{md,tex}``.
 
-    python analysis/fig3_migration.py --results results.csv --out outputs/analysis/migration
+    python -m analysis.fig3_migration --results results.csv --out outputs/analysis/migration
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (arg_parser, decode_col, fmt, load, migration_frame, out_dir, pyplot, rows_of,  # noqa: E402
+from .common import (arg_parser, decode_col, fmt, load, migration_frame, out_dir, pyplot, rows_of,
                      save_fig, sci, write_missing, write_tables)
 
 NAME = "fig3_migration"

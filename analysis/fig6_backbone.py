@@ -4,18 +4,13 @@ Reads the `backbone` experiment rows (``fid`` per method); the untouched model i
 variant ``pretrained`` (``experiment_name=backbone--pretrained train.steps=0``). Writes
 ``fig6_backbone.{png,pdf}`` and ``fig6_backbone.{md,tex}``.
 
-    python analysis/fig6_backbone.py --results results.csv --out outputs/analysis/backbone
+    python -m analysis.fig6_backbone --results results.csv --out outputs/analysis/backbone
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, method_label,  # noqa: E402
+from .common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, method_label,
                      method_sort_key, out_dir, pyplot, rows_of, save_fig, write_missing, write_tables)
 
 NAME = "fig6_backbone"

@@ -6,19 +6,14 @@ Reads the `analysis` experiment rows (JSON cell ``amplification`` =
 "own_proj_norm", "amplification"}``), averaged over the recorded layers (and seeds). Writes
 ``table10_amplification.{md,tex}`` and ``table10_amplification.{png,pdf}``.
 
-    python analysis/table10_amplification.py --results results.csv --out outputs/analysis/analysis
+    python -m analysis.table10_amplification --results results.csv --out outputs/analysis/analysis
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from _common import (arg_parser, budget_sort_key, decode_col, fmt, load, method_label, out_dir, pyplot,  # noqa: E402
+from .common import (arg_parser, budget_sort_key, decode_col, fmt, load, method_label, out_dir, pyplot,
                      rows_of, save_fig, write_missing, write_tables)
 
 NAME = "table10_amplification"

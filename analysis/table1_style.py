@@ -8,20 +8,15 @@ the datasets, with VLHI computed within the Mean group (the paper's convention).
 averaged first. Reads the `style` experiment rows. Writes ``<name>.{md,tex,csv}`` and
 ``<name>_mean_vlhi.{png,pdf}``.
 
-    python analysis/table1_style.py --results results.csv --out outputs/analysis/style
-    python analysis/table1_style.py --results results.csv --quality bvqa --name table6_bvqa \
+    python -m analysis.table1_style --results results.csv --out outputs/analysis/style
+    python -m analysis.table1_style --results results.csv --quality bvqa --name table6_bvqa \
         --methods full,dora,lora,adaptformer,lt_sft,sara      # Table 6
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, fmt, has_metric, load,  # noqa: E402
+from .common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, fmt, has_metric, load,
                      method_label, out_dir, pyplot, rows_of, save_fig, sort_rows, style_long, write_missing)
 
 TABLE1_METHODS = ["full", "lora", "adaptformer", "lt_sft", "sara"]
@@ -130,7 +125,7 @@ def main(argv=None):
 
 def _write(out, name, secs, quality):
     # Markdown gets "Dataset Metric" headers; LaTeX the grouped two-row header.
-    from _common import latex_table, markdown_table
+    from .common import latex_table, markdown_table
 
     q = QUALITY_LABEL.get(quality, quality)
     title = "Table 6 — style fine-tuning with B-VQA" if quality == "bvqa" else "Table 1 — style fine-tuning"

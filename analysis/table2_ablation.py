@@ -6,18 +6,13 @@ largest, random`` on ``--dataset``; VLHI (Eq. 8) within these rows. If the runs 
 ``share_below`` (share of the initial selection still below θ at the end) it is shown too.
 Writes ``table2_ablation.{md,tex}`` and ``table2_ablation.{png,pdf}``.
 
-    python analysis/table2_ablation.py --results results.csv --out outputs/analysis/ablation
+    python -m analysis.table2_ablation --results results.csv --out outputs/analysis/ablation
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, out_dir, pyplot,  # noqa: E402
+from .common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, out_dir, pyplot,
                      rows_of, save_fig, vlhi_groups, write_missing, write_tables)
 
 NAME = "table2_ablation"

@@ -4,16 +4,11 @@
 Reads the `threshold` experiment rows (``threshold`` = θ of the run, from the method record or
 ``method.threshold``). Writes ``table8_threshold.{md,tex}`` and ``table8_threshold.{png,pdf}``.
 
-    python analysis/table8_threshold.py --results results.csv --out outputs/analysis/threshold
+    python -m analysis.table8_threshold --results results.csv --out outputs/analysis/threshold
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,  # noqa: E402
+from .common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,
                      rows_of, save_fig, sci, vlhi_groups, write_missing, write_tables)
 
 NAME = "table8_threshold"

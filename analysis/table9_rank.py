@@ -3,16 +3,11 @@
 Reads the `ablation` experiment rows of methods ``sara`` and ``sara_no_rank`` on every dataset
 where both ran. Writes ``table9_rank.{md,tex}``.
 
-    python analysis/table9_rank.py --results results.csv --out outputs/analysis/ablation
+    python -m analysis.table9_rank --results results.csv --out outputs/analysis/ablation
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (DATASETS, arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, out_dir,  # noqa: E402
+from .common import (DATASETS, arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, out_dir,
                      rows_of, write_missing, write_tables)
 
 NAME = "table9_rank"
