@@ -38,8 +38,6 @@ def merging_long(df):
         model = "+".join(x if beta[x] == 1 else f"{beta[x]:g}·{x}" for x in on) or "base"
         rows.append({"backbone": r["backbone"], "pair": f"{a}+{b}", "model": model, "target": r["dataset"],
                      "fid": r["fid"], "clip_score": r.get("clip_score", np.nan)})
-    import pandas as pd
-
     return pd.DataFrame(rows)
 
 
@@ -90,7 +88,7 @@ def main(argv=None):
     return files
 
 
-# --------------------------------------------------------------------------- claims (analysis.claims)
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
 
 
 def _merging(df):

@@ -132,7 +132,7 @@ def main(argv=None):
     return files
 
 
-# --------------------------------------------------------------------------- claims (analysis.claims)
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
 
 
 def _subspace_means(df):
@@ -144,7 +144,6 @@ def _subspace_means(df):
                         "phi": float(np.mean(x["phi"])), "phi_random": float(np.mean(x["phi_random"]))
                         if x.get("phi_random") is not None else np.nan})
     return pd.DataFrame(out)
-
 
 
 def _sara_more_similar(df):
@@ -160,7 +159,6 @@ def _sara_more_similar(df):
     if not rows:
         return NOT_RUN, "no budget with both SaRA and LoRA"
     return verdict(ok), "; ".join(rows)
-
 
 
 def _random_low(df):

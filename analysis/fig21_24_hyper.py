@@ -179,7 +179,7 @@ def main(argv=None):
     return files
 
 
-# --------------------------------------------------------------------------- claims (analysis.claims)
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
 
 
 def _hyper_lr_theta(df):
@@ -201,10 +201,9 @@ def _hyper_lr_theta(df):
     edge = [t for t, lr, _ in best if lr == top]
     note = (f"; the best lr is the grid's largest ({sci(top)}) at θ = {', '.join(sci(t) for t in edge)}: "
             "the optimum there may lie above the grid") if edge else ""
-    return verdict(ok), (f"best lr per θ: " + ", ".join(f"θ={sci(t)}: {sci(lr)}" for t, lr, _ in best) +
+    return verdict(ok), ("best lr per θ: " + ", ".join(f"θ={sci(t)}: {sci(lr)}" for t, lr, _ in best) +
                           f"; fit lr = {fit['a']:.2e}·exp({fit['b']:.0f}·θ) (paper 1e-3·exp(−350·θ)); ρ = {fmt(rho)}"
                           + note)
-
 
 
 def _grid_trend(df, grid, knob, fid_sign, clip_sign):
@@ -229,15 +228,12 @@ def _grid_trend(df, grid, knob, fid_sign, clip_sign):
                           f"ρ({name}, CLIP) {fmt(rc)}; FID / CLIP per {name}: {per}")
 
 
-
 def _hyper_rank(df):
     return _grid_trend(df, "rank_piter", "lambda_rank", +1, +1)
 
 
-
 def _hyper_lr(df):
     return _grid_trend(df, "lr_piter", "lr", -1, -1)
-
 
 
 def _hyper_piter(df):

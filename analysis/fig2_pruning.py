@@ -80,7 +80,7 @@ def main(argv=None):
     return files
 
 
-# --------------------------------------------------------------------------- claims (analysis.claims)
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
 
 
 PRUNE_FID_TOL = 0.05
@@ -95,8 +95,8 @@ PRUNE_MAX_FRACTION = 0.20
 PRUNE_MAX_THETA = 2e-3  # used when the runs did not record the pruned fraction
 
 
-
-def _pruning_table(df):
+def _pruned_means(df):
+    """Means per (backbone, θ) of the runs that recorded ``prune_threshold``; None when none did."""
     d = rows_of(df, "pruning")
     if d.empty or not has_metric(d, "fid"):
         return None
@@ -105,9 +105,8 @@ def _pruning_table(df):
     return mean_over_seeds(d, ["backbone", "theta"], ["fid", "clip_score", "prune_fraction"]) if len(d) else None
 
 
-
 def _pruning_barely(df):
-    m = _pruning_table(df)
+    m = _pruned_means(df)
     if m is None:
         return NOT_RUN, "no `pruning` runs"
     rows, ok, any_ = [], True, False
@@ -134,9 +133,8 @@ def _pruning_barely(df):
     return verdict(ok), f"tolerance |ΔFID| ≤ {PRUNE_FID_TOL:.0%}, |ΔCLIP| ≤ {PRUNE_CLIP_TOL} — " + "; ".join(rows)
 
 
-
 def _pruning_improves(df):
-    m = _pruning_table(df)
+    m = _pruned_means(df)
     if m is None:
         return NOT_RUN, "no `pruning` runs"
     rows, ok = [], False

@@ -69,14 +69,13 @@ def main(argv=None):
     return files
 
 
-# --------------------------------------------------------------------------- claims (analysis.claims)
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
 
 
 def _migration(df):
     d = rows_of(df, "migration")
     frames = [migration_frame(o) for o in decode_col(d, "migration")] if len(d) else []
     return [f for f in frames if not f.empty and "still_below" in f]
-
 
 
 def _migration_falls(df):
@@ -91,7 +90,6 @@ def _migration_falls(df):
         rows.append(f"{fmt(100 * s[0], 1)}% → {fmt(100 * s[-1], 1)}% over {int(f['step'].iloc[-1])} iterations"
                     + ("" if mono else " (not monotone)"))
     return verdict(ok), "; ".join(rows)
-
 
 
 def _migration_new(df):

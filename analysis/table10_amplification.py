@@ -85,14 +85,13 @@ def main(argv=None):
     return files
 
 
-# --------------------------------------------------------------------------- claims (analysis.claims)
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
 
 
 def _amp(df):
     d = rows_of(df, "analysis")
     long = amplification_long(d) if len(d) else pd.DataFrame()
     return summary(long) if len(long) else None
-
 
 
 def _amp_sara_higher(df):
@@ -108,7 +107,6 @@ def _amp_sara_higher(df):
     return verdict(ok), "; ".join(rows)
 
 
-
 def _amp_decreases(df):
     s = _amp(df)
     if s is None or "sara" not in set(s["method"]):
@@ -120,7 +118,6 @@ def _amp_decreases(df):
         ok &= dec
         rows.append(f"{bu}: " + " → ".join(fmt(v) for v in g["amplification"]))
     return verdict(ok), "SaRA amplification over r — " + "; ".join(rows)
-
 
 
 def _paper_t10(which):

@@ -144,11 +144,10 @@ def _write(out, name, secs, quality):
     return [out / f"{name}.md", out / f"{name}.tex"]
 
 
-# --------------------------------------------------------------------------- claims (analysis.claims)
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
 
 
 PEFT_EXCLUDE = {"full", "none", "pretrained", "base"}
-
 
 
 def _style(df, quality="clip_score", methods=None):
@@ -158,7 +157,6 @@ def _style(df, quality="clip_score", methods=None):
     if d.empty or not has_metric(d, "fid", quality):
         return None
     return style_long(d, quality)
-
 
 
 def _best_mean_per_budget(long, col, lower):
@@ -173,7 +171,6 @@ def _best_mean_per_budget(long, col, lower):
         sara = g[g["method"] == "sara"][col]
         rows.append((bb, bu, best["method"], float(best[col]), float(sara.iloc[0]) if len(sara) else np.nan))
     return sorted(rows, key=lambda r: (str(r[0]), budget_sort_key(r[1])))
-
 
 
 def _claim_best(df, col, lower, quality="clip_score", methods=None, what="Mean VLHI", requires=()):
@@ -197,18 +194,15 @@ def _claim_best(df, col, lower, quality="clip_score", methods=None, what="Mean V
     return verdict(ok), ev
 
 
-
 def _with_mean(long):
     """Methods with a Mean row, i.e. runs on every dataset of the style table."""
     return set(long.loc[long["dataset"] == MEAN, "method"])
-
 
 
 def _coverage(long):
     """Which datasets the Mean covers: a verdict from one style set is weaker than one from all five."""
     names = sorted(set(long["dataset"]) - {MEAN})
     return f" (Mean over {len(names)} dataset{'s' if len(names) != 1 else ''}: {', '.join(names)})"
-
 
 
 def _paper_best(tables, col, lower, q="CLIP", exclude=("Full",)):
@@ -233,7 +227,6 @@ def _paper_best(tables, col, lower, q="CLIP", exclude=("Full",)):
                                                   f"(backbone, budget) of {', '.join(tables)}")
 
 
-
 def _diffpruning(df):
     long = _style(df)
     if long is None or "diffpruning" not in _with_mean(long):
@@ -249,14 +242,12 @@ def _diffpruning(df):
     return verdict(ok), "; ".join(rows)
 
 
-
 def _paper_diffpruning():
     w = paper_wide("table4")
     m = w[w["dataset"] == "Mean"]
     worst = m.loc[m["FID"].idxmax()]
     return paper_verdict(worst["method"] == "DiffPruning"), \
         f"Table 4: highest Mean FID {worst['method']} ({worst['params']}) {worst['FID']}"
-
 
 
 def _memory(df):

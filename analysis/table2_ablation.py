@@ -98,7 +98,7 @@ def main(argv=None):
     return files
 
 
-# --------------------------------------------------------------------------- claims (analysis.claims)
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
 
 
 def _ablation(df, dataset="Expedition"):
@@ -110,7 +110,6 @@ def _ablation(df, dataset="Expedition"):
     return vlhi_groups(m, ["backbone"], "fid", "clip_score", "vlhi")
 
 
-
 def _paper_t2():
     t = paper_other().get("table2")
     if t is None:
@@ -120,12 +119,10 @@ def _paper_t2():
                          "vlhi": t["VLHI"].map(to_float)})
 
 
-
 def _largest_worst_clip(m):
     worst = m.loc[m["clip_score"].idxmin(), "method"]
     return worst == "largest", f"worst CLIP {method_label(worst)} {fmt(m['clip_score'].min())}; largest " \
                                f"{fmt(value_of(m, 'largest', 'clip_score'))}"
-
 
 
 def _largest_good_fid(m):
@@ -134,12 +131,10 @@ def _largest_good_fid(m):
     return f <= med, f"largest FID {fmt(f)} vs median of the ablation rows {fmt(med)}"
 
 
-
 def _random_poor(m):
     fr, cr = value_of(m, "random", "fid"), value_of(m, "random", "clip_score")
     fs, cs = value_of(m, "sara", "fid"), value_of(m, "sara", "clip_score")
     return fr > fs and cr < cs, f"random FID {fmt(fr)} / CLIP {fmt(cr)} vs SaRA {fmt(fs)} / {fmt(cs)}"
-
 
 
 def _sara_best_vlhi(m):
@@ -147,17 +142,14 @@ def _sara_best_vlhi(m):
     return best == "sara", f"best VLHI {method_label(best)} {fmt(m['vlhi'].max())}; SaRA {fmt(value_of(m, 'sara', 'vlhi'))}"
 
 
-
 def _ppa_fid(m):
     a, b = value_of(m, "sara_no_rank", "fid"), value_of(m, "sara_plain", "fid")
     return a < b, f"with PPA w/o rank loss FID {fmt(a)} vs w/o both {fmt(b)}"
 
 
-
 def _rank_clip(m):
     a, b = value_of(m, "sara_no_ppa", "clip_score"), value_of(m, "sara_plain", "clip_score")
     return a > b, f"with rank loss w/o PPA CLIP {fmt(a)} vs w/o both {fmt(b)}"
-
 
 
 def _abl_claim(fn, needs):
@@ -176,7 +168,6 @@ def _abl_claim(fn, needs):
         return paper_verdict(ok), "Table 2: " + ev
 
     return check, paper
-
 
 
 def _ppa_share(df):

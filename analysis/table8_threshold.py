@@ -69,7 +69,7 @@ def main(argv=None):
     return files
 
 
-# --------------------------------------------------------------------------- claims (analysis.claims)
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
 
 
 def _threshold_clip(df):
@@ -82,7 +82,6 @@ def _threshold_clip(df):
         return NOT_RUN, "θ = 2e-3 not in the sweep"
     best = float(m.loc[m["clip_score"].idxmax(), "theta"])
     return verdict(np.isclose(best, 2e-3)), "CLIP per θ: " + ", ".join(f"{sci(t)}: {fmt(c)}" for t, c in zip(m["theta"], m["clip_score"]))
-
 
 
 def _paper_t8():

@@ -60,7 +60,7 @@ def main(argv=None):
     return write_tables(out, NAME, sections, "Table 9 — rank loss", "Better value per column in bold.")
 
 
-# --------------------------------------------------------------------------- claims (analysis.claims)
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
 
 
 def _rank_loss_clip_t9(df):
@@ -79,7 +79,6 @@ def _rank_loss_clip_t9(df):
     if not rows:
         return NOT_RUN, "no dataset with both runs"
     return verdict(ok), "; ".join(rows)
-
 
 
 def _paper_t9():
