@@ -11,8 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 RESULTS = REPO / "docs" / "results.md"
-# written alongside this guide; the README links it already
-PENDING = {"docs/use_outside.md"}
+# written by other changes to the suite; the README links them already
+PENDING = {"docs/use_outside.md", "paper/coverage.csv"}
 
 
 def test_readme_is_a_short_guide():
