@@ -28,6 +28,11 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then  # run directly: NAME picks the exper
 fi
 
 name=$(basename "$0" .sh)
+if [[ ! -v SWEEPS ]]; then
+  echo "$0: set SWEEPS (the run.py -m overrides of each sweep) before sourcing run_experiment.sh" >&2
+  exit 2
+fi
+[[ -v ANALYSES ]] || ANALYSES=()  # an experiment may only collect its results table
 cd "$(dirname "$0")/.." || exit
 table=outputs/results/$name.csv
 out=outputs/analysis/$name
