@@ -185,7 +185,7 @@ def test_runner_commands(sh):
     assert results == [f"python -m sara.results --root outputs/runs --experiment "
                        f"{EXPECTED_ID.get(name, name)} --csv {table}"]
     analyses = [ln.split() for ln in lines if ln.startswith("python -m analysis.")]
-    assert analyses and len(runs) + len(results) + len(analyses) == len(lines)
+    assert len(runs) + len(results) + len(analyses) == len(lines)
     for words in analyses:
         assert (REPO / "analysis" / f"{words[2].split('.', 1)[1]}.py").is_file(), words
         assert words[3:7] == ["--results", table, "--out", f"outputs/analysis/{name}"], words
