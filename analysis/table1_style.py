@@ -8,21 +8,18 @@ the datasets, with VLHI computed within the Mean group (the paper's convention).
 averaged first. Reads the `style` experiment rows. Writes ``<name>.{md,tex,csv}`` and
 ``<name>_mean_vlhi.{png,pdf}``.
 
-    python analysis/table1_style.py --results results.csv --out outputs/analysis/style
-    python analysis/table1_style.py --results results.csv --quality bvqa --name table6_bvqa \
+    python -m analysis.table1_style --results results.csv --out outputs/analysis/style
+    python -m analysis.table1_style --results results.csv --quality bvqa --name table6_bvqa \
         --methods full,dora,lora,adaptformer,lt_sft,sara      # Table 6
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, fmt, has_metric, load,  # noqa: E402
-                     method_label, out_dir, pyplot, rows_of, save_fig, sort_rows, style_long, write_missing)
+from .common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, budget_sort_key, fmt, has_metric, load,
+                     mean_over_seeds, method_label, out_dir, paper_wide, pyplot, rows_of, save_fig, sort_rows,
+                     style_long, write_missing)
+from .verdicts import NOT_RUN, Claim, evaluate, paper_verdict, value_of, verdict
 
 TABLE1_METHODS = ["full", "lora", "adaptformer", "lt_sft", "sara"]
 
@@ -130,7 +127,7 @@ def main(argv=None):
 
 def _write(out, name, secs, quality):
     # Markdown gets "Dataset Metric" headers; LaTeX the grouped two-row header.
-    from _common import latex_table, markdown_table
+    from .common import latex_table, markdown_table
 
     q = QUALITY_LABEL.get(quality, quality)
     title = "Table 6 — style fine-tuning with B-VQA" if quality == "bvqa" else "Table 1 — style fine-tuning"
@@ -145,6 +142,156 @@ def _write(out, name, secs, quality):
     (out / f"{name}.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
     (out / f"{name}.tex").write_text("\n\n".join(tex) + "\n", encoding="utf-8")
     return [out / f"{name}.md", out / f"{name}.tex"]
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+PEFT_EXCLUDE = {"full", "none", "pretrained", "base"}
+
+
+def _style(df, quality="clip_score", methods=None):
+    d = rows_of(df, "style")
+    if methods is not None:
+        d = d[d["method"].isin(methods)]
+    if d.empty or not has_metric(d, "fid", quality):
+        return None
+    return style_long(d, quality)
+
+
+def _best_mean_per_budget(long, col, lower):
+    rows = []
+    m = long[(long["dataset"] == MEAN) & ~long["method"].isin(PEFT_EXCLUDE)]
+    for (bb, bu), g in m.groupby(["backbone", "budget"], sort=False):
+        g = g[np.isfinite(g[col].astype(float))]
+        if g["method"].nunique() < 2:
+            continue
+        v = g[col].astype(float)
+        best = g.loc[v.idxmin() if lower else v.idxmax()]
+        sara = g[g["method"] == "sara"][col]
+        rows.append((bb, bu, best["method"], float(best[col]), float(sara.iloc[0]) if len(sara) else np.nan))
+    return sorted(rows, key=lambda r: (str(r[0]), budget_sort_key(r[1])))
+
+
+def _claim_best(df, col, lower, quality="clip_score", methods=None, what="Mean VLHI", requires=()):
+    long = _style(df, quality, methods)
+    if long is None:
+        return NOT_RUN, "no `style` runs"
+    rows = _best_mean_per_budget(long, col, lower)
+    rows = [r for r in rows if np.isfinite(r[4])]
+    if not rows:
+        return NOT_RUN, "no budget with SaRA and another PEFT method over every dataset"
+    ok = all(r[2] == "sara" for r in rows)
+    ev = "; ".join(f"{r[0]} {r[1]}: best {method_label(r[2])} {fmt(r[3])}, SaRA {fmt(r[4])}" for r in rows)
+    ev = f"{what} — " + ev + _coverage(long)
+    # VLHI is normalised over the methods present, and a method without a Mean row (runs on only
+    # some datasets) drops out of the Mean comparison: either leaves the verdict open
+    missing = [m for m in requires if m not in _with_mean(long)]
+    if missing:
+        names = ", ".join(method_label(m) for m in missing)
+        return NOT_RUN, (f"no {names} style runs on every dataset (bash experiments/bvqa.sh); without "
+                         "them: " + ev)
+    return verdict(ok), ev
+
+
+def _with_mean(long):
+    """Methods with a Mean row, i.e. runs on every dataset of the style table."""
+    return set(long.loc[long["dataset"] == MEAN, "method"])
+
+
+def _coverage(long):
+    """Which datasets the Mean covers: a verdict from one style set is weaker than one from all five."""
+    names = sorted(set(long["dataset"]) - {MEAN})
+    return f" (Mean over {len(names)} dataset{'s' if len(names) != 1 else ''}: {', '.join(names)})"
+
+
+def _paper_best(tables, col, lower, q="CLIP", exclude=("Full",)):
+    rows, ok = [], True
+    for t in tables:
+        try:
+            w = paper_wide(t)
+        except FileNotFoundError:
+            return NOT_RUN, "paper numbers not found"
+        m = w[(w["dataset"] == "Mean") & ~w["method"].isin(exclude)]
+        for (bb, pa), g in m.groupby(["backbone", "params"], sort=True):
+            if g["method"].nunique() < 2 or "SaRA" not in set(g["method"]):
+                continue
+            v = g[col].astype(float)
+            best = g.loc[v.idxmin() if lower else v.idxmax()]
+            sara = float(g[g["method"] == "SaRA"][col].iloc[0])
+            tie = np.isclose(sara, float(best[col]))
+            ok &= bool(tie)
+            if not tie:
+                rows.append(f"{t} {bb} {pa}: best {best['method']} {fmt(best[col])} vs SaRA {fmt(sara)}")
+    return paper_verdict(ok), ("; ".join(rows) if rows else "SaRA best (or tied) in every "
+                                                  f"(backbone, budget) of {', '.join(tables)}")
+
+
+def _diffpruning(df):
+    long = _style(df)
+    if long is None or "diffpruning" not in _with_mean(long):
+        return NOT_RUN, "no DiffPruning style runs on every dataset (bash experiments/bvqa.sh)"
+    m = long[(long["dataset"] == MEAN) & ~long["method"].isin(PEFT_EXCLUDE)]
+    rows, ok = [], True
+    for (bb, bu), g in m.groupby(["backbone", "budget"]):
+        if "diffpruning" not in set(g["method"]):
+            continue
+        worst = g.loc[g["fid"].astype(float).idxmax(), "method"]
+        ok &= worst == "diffpruning"
+        rows.append(f"{bu}: highest Mean FID {method_label(worst)} {fmt(g['fid'].max())}")
+    return verdict(ok), "; ".join(rows)
+
+
+def _paper_diffpruning():
+    w = paper_wide("table4")
+    m = w[w["dataset"] == "Mean"]
+    worst = m.loc[m["FID"].idxmax()]
+    return paper_verdict(worst["method"] == "DiffPruning"), \
+        f"Table 4: highest Mean FID {worst['method']} ({worst['params']}) {worst['FID']}"
+
+
+def _memory(df):
+    d = rows_of(df, "style")
+    if d.empty or not has_metric(d, "peak_memory_bytes"):
+        return NOT_RUN, "no `style` runs with peak memory"
+    m = mean_over_seeds(d, ["backbone", "budget", "method"], ["peak_memory_bytes"])
+    rows, ok, n = [], True, 0
+    for (bb, bu), g in m.groupby(["backbone", "budget"]):
+        a, b = value_of(g, "sara", "peak_memory_bytes"), value_of(g, "lora", "peak_memory_bytes")
+        if np.isfinite(a) and np.isfinite(b):
+            n += 1
+            ok &= a < b
+            rows.append(f"{bu}: SaRA {a / 2**20:.0f} MiB vs LoRA {b / 2**20:.0f} MiB")
+    if not n:
+        return NOT_RUN, "needs SaRA and LoRA style runs at one budget"
+    kind = d["peak_memory_kind"].dropna().iloc[0] if "peak_memory_kind" in d and d["peak_memory_kind"].notna().any() else "?"
+    return verdict(ok), f"peak memory ({kind}) — " + "; ".join(rows) + " (the memory benchmark, benchmarks/memory_speed.py, measures this properly)"
+
+
+CLAIMS = [
+    Claim("C1", "SaRA has the best Mean VLHI at every budget", "Table 1", "style",
+          lambda d: _claim_best(d, "vlhi", False, methods=["lora", "adaptformer", "lt_sft", "sara", "full"]),
+          lambda: _paper_best(["table1"], "VLHI", False)),
+    Claim("C2", "SaRA has the best Mean VLHI at every budget, with DoRA and DiffPruning in the comparison", "Table 4",
+          "style", lambda d: _claim_best(d, "vlhi", False, requires=("dora", "diffpruning")),
+          lambda: _paper_best(["table4", "table5"], "VLHI", False)),
+    Claim("C3", "SaRA has the lowest Mean FID among the PEFT methods at every budget", "Table 4 text", "style",
+          lambda d: _claim_best(d, "fid", True, what="Mean FID"),
+          lambda: _paper_best(["table1", "table4"], "FID", True)),
+    Claim("C4", "SaRA has the best Mean VLHI with B-VQA in place of CLIP at every budget", "Table 6", "style",
+          lambda d: _claim_best(d, "vlhi", False, quality="bvqa",
+                                methods=["full", "dora", "lora", "adaptformer", "lt_sft", "sara"], what="Mean VLHI (B-VQA)",
+                                requires=("dora",)),
+          lambda: _paper_best(["table6"], "VLHI", False, q="B-VQA")),
+    Claim("C5", "DiffPruning learns too little task knowledge: the highest Mean FID", "Table 4 text", "style",
+          _diffpruning, _paper_diffpruning),
+    Claim("C28", "SaRA needs less training memory than LoRA at the same budget", "Sec. 4.4, Fig. 5", "style", _memory),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C1, C2, C3, C4, C5, C28 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

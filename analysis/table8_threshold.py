@@ -4,17 +4,15 @@
 Reads the `threshold` experiment rows (``threshold`` = θ of the run, from the method record or
 ``method.threshold``). Writes ``table8_threshold.{md,tex}`` and ``table8_threshold.{png,pdf}``.
 
-    python analysis/table8_threshold.py --results results.csv --out outputs/analysis/threshold
+    python -m analysis.table8_threshold --results results.csv --out outputs/analysis/threshold
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,  # noqa: E402
-                     rows_of, save_fig, sci, vlhi_groups, write_missing, write_tables)
+from .common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, num, out_dir, paper_other, pyplot,
+                     rows_of, save_fig, sci, to_float, vlhi_groups, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, paper_verdict, verdict
 
 NAME = "table8_threshold"
 
@@ -69,6 +67,41 @@ def main(argv=None):
     files = save_fig(fig, out, NAME)
     files += write_tables(out, NAME, sections, "Table 8 — threshold", "Best per row in bold; VLHI within the sweep.")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _threshold_clip(df):
+    d = rows_of(df, "threshold")
+    if d.empty or not has_metric(d, "clip_score"):
+        return NOT_RUN, "no `threshold` runs"
+    d = d.assign(theta=num(d, "threshold"))
+    m = mean_over_seeds(d[d["theta"].notna()], ["theta"], ["clip_score"])
+    if not np.isclose(m["theta"], 2e-3).any():
+        return NOT_RUN, "θ = 2e-3 not in the sweep"
+    best = float(m.loc[m["clip_score"].idxmax(), "theta"])
+    return verdict(np.isclose(best, 2e-3)), "CLIP per θ: " + ", ".join(f"{sci(t)}: {fmt(c)}" for t, c in zip(m["theta"], m["clip_score"]))
+
+
+def _paper_t8():
+    t = paper_other().get("table8")
+    if t is None:
+        return NOT_RUN, "paper Table 8 not found"
+    r = t.set_index("θ").loc["CLIP"]
+    best = max(r.index, key=lambda k: to_float(r[k]))
+    return paper_verdict(to_float(best) == 2e-3), f"Table 8: best CLIP at θ = {best} ({r[best]})"
+
+
+CLAIMS = [
+    Claim("C27", "θ = 2e-3 gives the best CLIP score of the threshold sweep", "Table 8", "threshold", _threshold_clip,
+          _paper_t8),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C27 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

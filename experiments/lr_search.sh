@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Each method's own learning rate: method × budget × 5 rates on the tuning style set, scored on the
-# validation prompts; then the per-backbone table that `train.lr=tuned` reads.
+# Experiment `lr_search` (each method's own learning rate; the paper states only SaRA's, Eq. 12),
+# run by experiments/run_experiment.sh:
 #   bash experiments/lr_search.sh [hydra overrides for every run, e.g. backbone=sd15 seed=0,1,2]
-# Outputs: outputs/runs/lr_search*/..., outputs/results/lr_search.csv, results/lr/<backbone>.yaml
-set -uo pipefail
-cd "$(dirname "$0")/.."
-status=0
-python run.py -m +experiment=lr_search "$@" || status=$?
-python run.py -m +experiment=lr_search method=full budget=none "$@" || status=$?
-python -m sara.results --root outputs/runs --experiment lr_search --csv outputs/results/lr_search.csv || status=$?
-backbone=$(printf '%s\n' "$@" | sed -n 's/^backbone=//p' | tail -1)
-python -m sara.lr_search --root outputs/runs --backbone "${backbone:-tiny}" || status=$?
-exit $status
+# Outputs: outputs/runs/lr_search*/..., outputs/results/lr_search.csv, outputs/analysis/lr_search/,
+# and results/lr/<backbone>.yaml (the rates `train.lr=tuned` reads).
+SWEEPS=(
+  "+experiment=lr_search"
+  "+experiment=lr_search method=full budget=none"
+)
+ANALYSES=(
+  "lr_table"
+)
+source "$(dirname "$0")/run_experiment.sh"

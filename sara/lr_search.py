@@ -130,38 +130,3 @@ def tuned_lr(backbone: str, method: str, budget: str, root: str | Path | None = 
         raise LRTableError(f"{path}: rates.{method}.{budget} must be a positive number, got {value!r}")
     return value
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sara.lr_search --root outputs/runs --backbone tiny --out results/lr/tiny.yaml``"""
-    import argparse
-    import sys
-
-    from sara.results import load_results
-
-    ap = argparse.ArgumentParser(prog="python -m sara.lr_search", description=main.__doc__)
-    ap.add_argument("--root", default="outputs/runs", help="output root holding the lr_search runs")
-    ap.add_argument("--experiment", default="lr_search", help="experiment name of the grid's runs")
-    ap.add_argument("--backbone", required=True, help="backbone whose table is written, e.g. tiny")
-    ap.add_argument("--out", default=None, help="table to write (default results/lr/<backbone>.yaml)")
-    args = ap.parse_args(argv)
-    df = load_results(args.root, experiment=args.experiment)
-    df = df[df["backbone"] == args.backbone] if len(df) else df
-    if not len(df):
-        print(f"no finished '{args.experiment}' runs of backbone {args.backbone!r} under {args.root}", file=sys.stderr)
-        return 2
-    rates, scores = select_learning_rates(df.to_dict("records"))
-    meta = {"experiment": args.experiment, "root": str(args.root), "n_runs": int(len(df)),
-            "seeds": sorted(int(s) for s in df["seed"].dropna().unique()),
-            "datasets": sorted(str(d) for d in df["dataset"].dropna().unique()),
-            "rule": "highest VLHI over each (method, budget) grid, ties to the smaller rate"}
-    out = write_lr_table(args.out or lr_table_path(args.backbone), rates[args.backbone], scores[args.backbone], meta)
-    for method, by_budget in rates[args.backbone].items():
-        for budget, lr in by_budget.items():
-            edge = " (at the grid's edge: widen the grid)" if scores[args.backbone][method][budget]["at_edge"] else ""
-            print(f"{method:>14} {budget:>5}: lr {lr:g}{edge}")
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

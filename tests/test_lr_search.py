@@ -73,15 +73,20 @@ def test_train_lr_tuned_reads_the_table_and_records_its_policy(tmp_path, monkeyp
         resolve_lr("fast", None, 123, ("tiny", "sara", "5M"))
 
 
-def test_cli_writes_the_table_from_finished_runs(tmp_path, monkeypatch, capsys):
+
+def test_lr_table_analysis_writes_each_backbones_rates(tmp_path):
     import pandas as pd
 
-    import sara.lr_search
+    from analysis import lr_table
 
-    rows = _rows("sara", "5M", {1e-4: (100, 30), 1e-3: (60, 29), 1e-2: (50, 10)}, seeds=(0, 1))
-    df = pd.DataFrame([dict(r, dataset="Expedition", experiment="lr_search") for r in rows])
-    monkeypatch.setattr("sara.results.load_results", lambda root, experiment=None: df)
-    assert sara.lr_search.main(["--root", str(tmp_path), "--backbone", "tiny", "--out", str(tmp_path / "t.yaml")]) == 0
-    assert "lr 0.001" in capsys.readouterr().out
-    assert tuned_lr("t", "sara", "5M", root=tmp_path) == 1e-3
-    assert sara.lr_search.main(["--root", str(tmp_path), "--backbone", "sd15", "--out", str(tmp_path / "x.yaml")]) == 2
+    rows = (_rows("sara", "5M", {1e-4: (100, 30), 1e-3: (60, 29), 1e-2: (50, 10)}, seeds=(0, 1))
+            + _rows("lora", "5M", {1e-4: (70, 30), 1e-3: (65, 20), 1e-2: (200, 5)}, backbone="sd15"))
+    df = pd.DataFrame([dict(r, dataset="Expedition", experiment="lr_search", variant=f"lr{r['lr']}",
+                            threshold=2e-3 if r["method"] == "sara" else None) for r in rows])
+    df.to_csv(tmp_path / "results.csv", index=False)
+    files = lr_table.main(["--results", str(tmp_path / "results.csv"), "--out", str(tmp_path / "out"),
+                           "--tables", str(tmp_path / "lr")])
+    assert tuned_lr("tiny", "sara", "5M", root=tmp_path / "lr") == 1e-3
+    assert tuned_lr("sd15", "lora", "5M", root=tmp_path / "lr") == 1e-4
+    md = (tmp_path / "out" / "lr_table.md").read_text()
+    assert "chosen" in md and "Eq. 12" in md and any(str(f).endswith("lr_table.md") for f in files)

@@ -6,25 +6,20 @@ Writes ``result.json`` records in the layout ``sara.record`` defines (identity, 
 amplification), with numbers that are random but seeded and shaped like the paper's trends.
 It is NOT a result: every figure made from it says "synthetic" in its source table.
 
-    python analysis/_synthetic.py --root /tmp/fake_runs [--seed 0]
+    python -m analysis.synthetic --root /tmp/fake_runs [--seed 0]
     python -m sara.results --root /tmp/fake_runs --csv /tmp/fake.csv
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-from sara.analysis_math import amplification_report, subspace_report  # noqa: E402
-from sara.budget import REFERENCE_PARAMS as REF  # noqa: E402
-from sara.record import RESULT_FILE  # noqa: E402
+from sara.analysis_math import amplification_report, subspace_report
+from sara.budget import REFERENCE_PARAMS as REF
+from sara.record import RESULT_FILE
 
 DATASETS = ("BarbieCore", "Cyberpunk", "ElementFire", "Expedition", "Hornify")
 PEFT = ("sara", "lora", "adaptformer", "lt_sft", "dora", "diffpruning")
