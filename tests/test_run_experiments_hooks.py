@@ -241,7 +241,7 @@ def test_missing_delta_source_names_path_and_command(stub_conf, stub_world, tmp_
     with pytest.raises(FileNotFoundError) as ei:
         execute(cfg, run_dir_for(cfg))
     msg = str(ei.value)
-    assert "delta.source" in msg and str(out / "style/stub/StubStyle/sara/50M/seed0/checkpoint/state.pt") in msg
+    assert "delta.source" in msg and str(out / "style/stub/StubStyle/sara/50M/seed0") in msg
     assert ("python run.py +experiment=style backbone=stub data.name=StubStyle method=sara budget=50M "
             f"seed=0 output_root={out}") in msg
     failed = json.loads((run_dir_for(cfg) / "failed.json").read_text())

@@ -51,6 +51,7 @@ def _ff_dims(ff: nn.Module) -> tuple[int, int]:
 class AdaptFormer(AddedParamsMethod):
     name = "adaptformer"
     knob = "bottleneck"
+    weights_name = "adaptformer.safetensors"
 
     def __init__(self, bottleneck: int = 64, scale: float = 0.1, dropout: float = 0.0,
                  ff_names: tuple[str, ...] | list[str] = ("ff",), include_context_ff: bool = False,

@@ -8,6 +8,7 @@ with peft's own merge and removes every peft layer (a plain module is returned).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -135,6 +136,28 @@ class LoRA(AddedParamsMethod):
         self.load_trained_state_dict(state)
         return module
 
+    # --- files: a peft adapter folder ---------------------------------------------------------
+    weights_name = "adapter"  # adapter_config.json + adapter_model.safetensors
+
+    def peft_config(self):
+        """The peft config of the applied adapter (``save_weights`` writes it)."""
+        return self.lora_config(self.module)
+
+    def save_weights(self, run_dir) -> Path:
+        """A peft adapter folder (``PeftModel.from_pretrained(denoiser, path)`` reads it)."""
+        return save_peft_adapter(self.module, self.peft_config(), Path(run_dir) / self.weights_name)
+
+    def load_weights(self, denoiser: nn.Module, run_dir, budget: int | None = None) -> nn.Module:
+        from peft import PeftConfig
+
+        folder = Path(run_dir) / self.weights_name
+        cfg = PeftConfig.from_pretrained(str(folder))
+        self.rank = int(cfg.r)
+        module = self.apply(denoiser, budget=None)
+        self.target_params = budget
+        load_peft_adapter(module, folder)
+        return module
+
     def merged(self, module: nn.Module) -> nn.Module:
         """Fold the adapters into the base weights (peft ``merge``) and replace each peft layer by
         its base layer. Works in place: ``module`` is consumed (save the adapters first)."""
@@ -151,3 +174,40 @@ class LoRA(AddedParamsMethod):
                 setattr(parent, attr, base)
         freeze(module)
         return module
+
+
+PEFT_PREFIX = "base_model.model."
+
+
+def save_peft_adapter(module: nn.Module, config, folder: Path) -> Path:
+    """``adapter_config.json`` + ``adapter_model.safetensors`` of the adapter ``default`` injected
+    into ``module`` (peft's own key names and files, as ``PeftModel.save_pretrained`` writes)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from sara.weights import replace_dir
+
+    # PeftModel's key names (it wraps the model as base_model.model)
+    state = {PEFT_PREFIX + k: v for k, v in get_peft_model_state_dict(module, adapter_name="default").items()}
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(tmp))
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()},
+              str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return replace_dir(tmp, folder)
+
+
+def load_peft_adapter(module: nn.Module, folder: Path) -> None:
+    """Inverse of :func:`save_peft_adapter` on a module with the same adapter injected."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v
+             for k, v in load_file(str(folder / "adapter_model.safetensors")).items()}
+    out = set_peft_model_state_dict(module, state, adapter_name="default")
+    unexpected = list(getattr(out, "unexpected_keys", []) or [])
+    missing = [k for k in getattr(out, "missing_keys", []) or [] if "lora_" in k]
+    if missing:
+        raise ValueError(f"{folder}: the adapter lacks tensors of the model, e.g. {missing[:3]}")
+    if unexpected:
+        raise ValueError(f"{folder}: adapter tensors the model does not have, e.g. {unexpected[:3]}")

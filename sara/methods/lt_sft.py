@@ -200,6 +200,29 @@ class LTSFT(SparseMethod):
             return super().save_trained(path, metadata)
         return super(SparseMethod, self).save_trained(path, metadata)
 
+    def save_weights(self, run_dir):
+        """``delta.safetensors`` in the ``sara.load_sparse`` format (both modes)."""
+        if self.unstructural:
+            return super().save_weights(run_dir)
+        from pathlib import Path
+
+        from sara.weights import save_sparse_entries
+
+        params = dict(self.module.named_parameters())
+        entries = {n: (idx, read_entries(params[n], idx)) for n, idx in self._dense_idx.items()}
+        return save_sparse_entries(Path(run_dir) / self.weights_name, self.module, entries,
+                                   self._dense_w0, {"method": self.name, "knob": self.knob})
+
+    def load_weights(self, denoiser, run_dir, budget=None):
+        if self.unstructural:
+            return super().load_weights(denoiser, run_dir, budget)
+        from pathlib import Path
+
+        from sara.core.checkpoint import read_sparse
+
+        tensors, _ = read_sparse(Path(run_dir) / self.weights_name)
+        return self.restore(denoiser, tensors, budget)
+
     def load_trained(self, path) -> None:
         if self.unstructural:
             return super().load_trained(path)

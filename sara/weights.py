@@ -1,0 +1,166 @@
+"""A run's trained weights outside the suite: where they are, how they are read back, and safe
+loading of training checkpoints.
+
+Every finished training run holds its weights next to ``result.json`` in the format of the
+ecosystem the method belongs to (``method.weights_name``, written by ``method.save_weights``):
+
+==========================  ============================  ==========================================
+methods                     file / folder                 read with
+==========================  ============================  ==========================================
+SaRA, ablations, LT-SFT,    ``delta.safetensors``         ``sara.load_sparse(plain_unet, path)``
+DiffPruning, FishMask
+LoRA, DoRA, SHiRA,          ``adapter/`` (peft)           ``PeftModel.from_pretrained(unet, path)``
+Super-Tuning
+AdaptFormer                 ``adaptformer.safetensors``   ``AdaptFormer().load_weights(unet, run)``
+full fine-tuning            ``denoiser/`` (diffusers)     ``UNet2DConditionModel.from_pretrained``
+==========================  ============================  ==========================================
+
+Nothing here unpickles arbitrary objects: weights are safetensors, and the resumable training
+checkpoint (``checkpoint/state.pt``) is read with ``torch.load(weights_only=True)``
+(:func:`load_checkpoint_file`), which refuses a pickle that would run code.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+RESULT_FILE = "result.json"
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A training checkpoint that cannot be read (torn, foreign, or holding code)."""
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict:
+    """A training checkpoint's contents, read with ``weights_only=True`` (tensors, numbers,
+    strings and containers only). Any failure names the file and the two ways out."""
+    path = Path(path)
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torn file, foreign pickle, unsafe global
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CorruptCheckpointError(
+            f"cannot read the training checkpoint {path} ({type(e).__name__}: {first[:200]}); "
+            "delete it, or rerun with train.resume=false (start training again, keep the run "
+            "directory) or overwrite=true (clear the run directory)") from None
+    if not isinstance(st, dict):
+        raise CorruptCheckpointError(f"{path} is not a training checkpoint of this suite "
+                                     "(set train.resume=false or overwrite=true)")
+    return st
+
+
+def run_record(run_dir: str | os.PathLike) -> dict:
+    """The complete ``result.json`` of a run directory (a clear error otherwise)."""
+    p = Path(run_dir) / RESULT_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {RESULT_FILE} (the run has not finished)")
+    rec = json.loads(p.read_text(encoding="utf-8"))
+    if rec.get("status") != "complete" or not isinstance(rec.get("config"), dict):
+        raise ValueError(f"{p} is not the record of a complete run")
+    return rec
+
+
+def method_of(config: Mapping) -> Any:
+    """The (unapplied) method object of a run's resolved config."""
+    import hydra.utils
+
+    return hydra.utils.instantiate(dict(config["method"]), _convert_="all")
+
+
+def trained_denoiser(run_dir: str | os.PathLike, denoiser: nn.Module,
+                     config: Mapping | None = None, budget: int | None = None
+                     ) -> tuple[nn.Module, Any]:
+    """``(module, method)``: ``denoiser`` (the base model, consumed) with the run's trained
+    weights, merged into plain weights where the method can be merged (all but AdaptFormer)."""
+    rec = None
+    if config is None or budget is None:
+        rec = run_record(run_dir)
+        config = config or rec["config"]
+        budget = rec.get("target_params") if budget is None else budget
+    method = method_of(config)
+    module = method.load_weights(denoiser, run_dir, budget=budget)
+    return method.merged(module), method
+
+
+def save_sparse_entries(path: str | os.PathLike, model: nn.Module,
+                        entries: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                        base_values: Mapping[str, torch.Tensor], metadata: dict | None = None
+                        ) -> Path:
+    """Write ``{name: (flat indices, trained values)}`` of ``model`` as a sara sparse checkpoint
+    (the ``sara.load_sparse`` format), for methods that keep their entries outside sara.core's
+    wrapper. ``base_values[name]`` are the base model's values at those entries (the
+    fingerprint is taken of the base model, not of the trained one)."""
+    from safetensors.torch import save_file
+
+    from sara.core.checkpoint import FORMAT, _SAMPLE_KEY
+    from sara.core.identity import model_fingerprint
+    from sara.core.selection import index_dtype
+
+    params = dict(model.named_parameters())
+    order = {n: i for i, n in enumerate(params)}
+    overrides = {}
+    for n, (idx, _) in entries.items():
+        idx = idx.long().cpu()
+        srt = torch.argsort(idx)
+        overrides[n] = (idx[srt], base_values[n].detach().reshape(-1).cpu()[srt])
+    fp, base, sample = model_fingerprint(model, overrides)
+    tensors, shapes, count = {}, {}, 0
+    for n in sorted(entries, key=order.__getitem__):
+        idx, vals = entries[n]
+        numel = params[n].numel()
+        tensors[f"indices/{n}"] = idx.to(index_dtype(numel)).cpu().contiguous().clone()
+        tensors[f"values/{n}"] = vals.detach().reshape(-1).cpu().contiguous().clone()
+        shapes[n] = list(params[n].shape)
+        count += int(idx.numel())
+    tensors[_SAMPLE_KEY] = sample.float().contiguous().clone()
+    meta = {"format": FORMAT, "threshold": "null", "rule": "checkpoint", "k": json.dumps(count),
+            "count": str(count), "active_count": str(count), "compat": "ours",
+            "base_fingerprint": fp,
+            "base_params": json.dumps([[n, list(s), d] for n, s, d in base]),
+            "shapes": json.dumps(shapes)}
+    for k, v in (metadata or {}).items():
+        meta.setdefault(str(k), v if isinstance(v, str) else json.dumps(v, default=str))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def replace_dir(tmp: Path, final: Path) -> Path:
+    """Move a finished temporary folder to ``final`` (replacing an older one)."""
+    import shutil
+
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def read_run_weights(run_dir: str | os.PathLike) -> dict:
+    """What another run needs of a finished run's trained weights (``delta.source``):
+    ``{"path", "sparse", "tensors", "meta", "method", "config", "record"}``; a sparse delta's
+    tensors and metadata are read from ``delta.safetensors``, other methods' weights are read
+    when they are applied (:meth:`Method.load_weights`)."""
+    rec = run_record(run_dir)
+    method = method_of(rec["config"])
+    path = Path(run_dir) / method.weights_name
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: the run finished but wrote no trained weights "
+                                f"({path} is missing; runs with train.steps=0 train nothing)")
+    from sara.methods.selective import SparseMethod
+
+    sparse = isinstance(method, SparseMethod)
+    tensors, meta = None, None
+    if sparse:
+        from sara.core.checkpoint import read_sparse
+
+        tensors, meta = read_sparse(path)
+    return {"path": str(path), "sparse": sparse, "tensors": tensors, "meta": meta,
+            "method": getattr(method, "name", None), "config": rec["config"], "record": rec}
