@@ -48,6 +48,7 @@ def run(conf, overrides, out):
 @pytest.mark.parametrize("method,name", [("sara", "delta.safetensors"),
                                          ("lt_sft_dense", "delta.safetensors"),
                                          ("lora", "adapter"), ("dora", "adapter"),
+                                         ("shira", "adapter"), ("super_tuning", "adapter"),
                                          ("full", "denoiser"),
                                          ("adaptformer", "adaptformer.safetensors")])
 def test_run_writes_weights_that_load_back_exactly(stub_conf, stub_world, tmp_path, sampled,
@@ -57,6 +58,8 @@ def test_run_writes_weights_that_load_back_exactly(stub_conf, stub_world, tmp_pa
     extra = ["method.phase1_steps=2"] if method.startswith("lt_sft") else []
     rec, d = run(stub_conf, [f"method={method}", "budget=50M"] + extra, tmp_path / "runs")
     assert rec["paths"]["weights"] == str(d / name) and (d / name).exists()
+    base = StubBackbone().denoiser.state_dict()
+    assert any(not torch.equal(v, base[k]) for k, v in sampled[0].items() if k in base)  # trained
     module, _ = trained_denoiser(d, StubBackbone().denoiser)
     got = module.state_dict()
     if method == "adaptformer":  # not mergeable: the adapter modules are part of the module

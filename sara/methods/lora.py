@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ._peft import load_peft_adapter, merge_and_unload, save_peft_adapter
 from ._util import freeze, nearest_int_knob
 from .base import AddedParamsMethod, PrepareContext
 
@@ -155,59 +156,10 @@ class LoRA(AddedParamsMethod):
         self.rank = int(cfg.r)
         module = self.apply(denoiser, budget=None)
         self.target_params = budget
-        load_peft_adapter(module, folder)
+        load_peft_adapter(module, folder, prefixes=("lora_",))
         return module
 
     def merged(self, module: nn.Module) -> nn.Module:
         """Fold the adapters into the base weights (peft ``merge``) and replace each peft layer by
         its base layer. Works in place: ``module`` is consumed (save the adapters first)."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        with torch.no_grad():
-            for name, layer in list(module.named_modules()):
-                if not isinstance(layer, BaseTunerLayer):
-                    continue
-                layer.merge()
-                base = layer.get_base_layer()
-                parent_name, _, attr = name.rpartition(".")
-                parent = module.get_submodule(parent_name) if parent_name else module
-                setattr(parent, attr, base)
-        freeze(module)
-        return module
-
-
-PEFT_PREFIX = "base_model.model."
-
-
-def save_peft_adapter(module: nn.Module, config, folder: Path) -> Path:
-    """``adapter_config.json`` + ``adapter_model.safetensors`` of the adapter ``default`` injected
-    into ``module`` (peft's own key names and files, as ``PeftModel.save_pretrained`` writes)."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    from sara.weights import replace_dir
-
-    # PeftModel's key names (it wraps the model as base_model.model)
-    state = {PEFT_PREFIX + k: v for k, v in get_peft_model_state_dict(module, adapter_name="default").items()}
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(str(tmp))
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()},
-              str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-    return replace_dir(tmp, folder)
-
-
-def load_peft_adapter(module: nn.Module, folder: Path) -> None:
-    """Inverse of :func:`save_peft_adapter` on a module with the same adapter injected."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    state = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v
-             for k, v in load_file(str(folder / "adapter_model.safetensors")).items()}
-    out = set_peft_model_state_dict(module, state, adapter_name="default")
-    unexpected = list(getattr(out, "unexpected_keys", []) or [])
-    missing = [k for k in getattr(out, "missing_keys", []) or [] if "lora_" in k]
-    if missing:
-        raise ValueError(f"{folder}: the adapter lacks tensors of the model, e.g. {missing[:3]}")
-    if unexpected:
-        raise ValueError(f"{folder}: adapter tensors the model does not have, e.g. {unexpected[:3]}")
+        return merge_and_unload(module)
