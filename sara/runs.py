@@ -417,7 +417,7 @@ def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 #: Keys whose change does not make a finished run stale.
 VOLATILE_KEYS = ("logger", "overwrite", "on_failure", "output_root", "torch_threads",
                  "train.progress",
-                 "train.num_workers", "eval.batch_size", "eval.device", "train.device")
+                 "train.num_workers", "eval.device", "train.device")  # use-outside: eval.batch_size seeds the samples
 
 
 def _hooks_filled(plain: Any) -> Any:
@@ -457,8 +457,18 @@ def execute(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict:
     writes ``failed.json`` and re-raises (``on_failure=raise``) or returns the failure record
     (``on_failure=record``).
     """
+    from sara.preflight import check_config, check_weights  # use-outside: fail fast
+    from sara.rundir import StaleRunError, hold_run_dir  # use-outside
+
+    check_config(cfg)  # use-outside: before anything else (data.name, budget, eval)
     run_dir = Path(run_dir) if run_dir is not None else (hydra_run_dir() or run_dir_for(cfg))
     plain = _plain(cfg)
+    check_weights(plain.get("backbone") or {})  # use-outside: no hub call without weights
+    with hold_run_dir(run_dir):  # use-outside: one process per run directory
+        return _execute_held(cfg, plain, run_dir, StaleRunError)
+
+
+def _execute_held(cfg: Any, plain: dict, run_dir: Path, StaleRunError) -> dict:  # use-outside
     if plain.get("overwrite"):
         log.warning("overwrite=true: clearing %s", run_dir)
         _clear_run_dir(run_dir)
@@ -466,13 +476,10 @@ def execute(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict:
     if done is not None:
         diff = [k for k in config_diff(_hooks_filled(done.get("config", {})), _hooks_filled(plain))
                 if not k.startswith(VOLATILE_KEYS)]
-        if diff:
-            log.warning("already done: %s holds a finished run whose config differs in %s; "
-                        "kept as is (set overwrite=true or another experiment_name to rerun)",
-                        run_dir, diff[:10])
-        else:
-            log.info("already done: %s", run_dir / RESULT_FILE)
-        return done
+        if diff:  # use-outside: another config's result is never this run's
+            raise StaleRunError(run_dir, diff)
+        log.info("already done: %s", run_dir / RESULT_FILE)
+        return dict(done, _already_done=True)  # use-outside: for the final line
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         return _execute(cfg, plain, run_dir)

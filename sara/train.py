@@ -546,6 +546,9 @@ class Trainer:
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
                         and self.step < cfg.steps):
                     self.save_checkpoint()
+        except KeyboardInterrupt as e:
+            e.sara_step = self.step  # for "interrupted at step N" (sara.cli)
+            raise
         finally:
             if pbar is not None:
                 pbar.close()

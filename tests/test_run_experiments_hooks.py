@@ -357,9 +357,10 @@ def test_hook_set_without_plus_and_old_records_stay_done(stub_conf, stub_world, 
         # ... while a record of a run with another hook setting is reported as differing
         cfg2 = compose(stub_conf, STUB + [f"output_root={tmp_path}", "train.steps=2",
                                           "diagnostics.share_below=true"])
-        seen.clear()
-        execute(cfg2, d)
-        assert "differs in ['diagnostics.share_below']" in "\n".join(seen)
+        from sara.rundir import StaleRunError
+
+        with pytest.raises(StaleRunError, match=r"differs in \[diagnostics.share_below\]"):
+            execute(cfg2, d)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
