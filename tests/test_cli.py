@@ -7,10 +7,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from conftest import compose_conf
 from sara.cli import final_line, run_or_exit
 from sara.preflight import UsageError, check_config, check_weights
 from sara.runs import REPO_ROOT, execute, run_dir_for
@@ -19,11 +19,7 @@ STUB = ["backbone=stub", "data=stub", "train=smoke", "eval=smoke", "eval.metrics
         "hydra/job_logging=disabled"]
 
 
-def compose(conf_dir, overrides):
-    from hydra import compose as hcompose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        return hcompose(config_name="config", overrides=overrides)
+compose = compose_conf
 
 
 def run_cli(args, tmp_path, env=None, timeout=60):

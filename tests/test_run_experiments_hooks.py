@@ -19,35 +19,14 @@ import json
 import pytest
 import torch
 
-from conftest import StubBackbone
+from conftest import StubBackbone, compose_conf
 from sara.runs import (HookConfigError, ensure_pretrain_reference, execute, pretrain_reference_dir,
                        run_dir_for, validate_hooks)
 
 STUB = ["backbone=stub", "data=stub", "eval=smoke", "hydra/job_logging=disabled"]
 
 
-def compose(conf_dir, overrides):
-    from hydra import compose as hcompose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        return hcompose(config_name="config", overrides=overrides)
-
-
-@pytest.fixture
-def sampled(monkeypatch):
-    """Every denoiser that sara.runs samples with: a list of CPU state dicts (in call order)."""
-    import sara.sample
-
-    real = sara.sample.sample_to_folder
-    seen = []
-
-    def spy(backbone, prompts, out_dir, *, denoiser=None, **kw):
-        m = denoiser if denoiser is not None else backbone.denoiser
-        seen.append({k: v.detach().cpu().clone() for k, v in m.state_dict().items()})
-        return real(backbone, prompts, out_dir, denoiser=denoiser, **kw)
-
-    monkeypatch.setattr(sara.sample, "sample_to_folder", spy)
-    return seen
+compose = compose_conf
 
 
 def run(conf, overrides, out):

@@ -9,34 +9,14 @@ import pickle
 import pytest
 import torch
 
-from conftest import StubBackbone
+from conftest import StubBackbone, compose_conf
 from sara.runs import execute, run_dir_for
 
 STUB = ["backbone=stub", "data=stub", "train=smoke", "eval=smoke", "eval.metrics=[]",
         "train.lr=0.01", "hydra/job_logging=disabled"]
 
 
-def compose(conf_dir, overrides):
-    from hydra import compose as hcompose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        return hcompose(config_name="config", overrides=overrides)
-
-
-@pytest.fixture
-def sampled(monkeypatch):
-    import sara.sample
-
-    real = sara.sample.sample_to_folder
-    seen = []
-
-    def spy(backbone, prompts, out_dir, *, denoiser=None, **kw):
-        m = denoiser if denoiser is not None else backbone.denoiser
-        seen.append({k: v.detach().cpu().clone() for k, v in m.state_dict().items()})
-        return real(backbone, prompts, out_dir, denoiser=denoiser, **kw)
-
-    monkeypatch.setattr(sara.sample, "sample_to_folder", spy)
-    return seen
+compose = compose_conf
 
 
 def run(conf, overrides, out):

@@ -102,10 +102,7 @@ class AdaptFormer(AddedParamsMethod):
 
     def apply(self, denoiser: nn.Module, budget: int | None = None,
               ctx: PrepareContext | None = None) -> nn.Module:
-        if budget is not None:
-            self.target_params = int(budget)
-            self.bottleneck, _ = self.solve_budget(denoiser, int(budget))
-        self.knob_value = self.bottleneck
+        self.take_budget(denoiser, budget, "bottleneck")
         freeze(denoiser)
         if ctx is not None:
             torch.manual_seed(ctx.seed)

@@ -91,6 +91,14 @@ class Method(abc.ABC):
         which reports every parameter of the denoiser."""
         return None, sum(p.numel() for p in denoiser.parameters())
 
+    def take_budget(self, denoiser: nn.Module, budget: int | None, attr: str) -> Any:
+        """Set the knob attribute ``attr`` from ``budget`` (when given) and record it."""
+        if budget is not None:
+            self.target_params = int(budget)
+            setattr(self, attr, self.solve_budget(denoiser, int(budget))[0])
+        self.knob_value = getattr(self, attr)
+        return self.knob_value
+
     # --- convenience (compatible additions) ---------------------------------------------------------
     def trainable_parameters(self) -> list[torch.Tensor]:
         """The leaf tensors the optimizer updates now (for gradient clipping). Read it again after

@@ -108,10 +108,7 @@ class LoRA(AddedParamsMethod):
               ctx: PrepareContext | None = None) -> nn.Module:
         from peft import inject_adapter_in_model
 
-        if budget is not None:
-            self.target_params = int(budget)
-            self.rank, _ = self.solve_budget(denoiser, int(budget))
-        self.knob_value = self.rank
+        self.take_budget(denoiser, budget, "rank")
         freeze(denoiser)
         if ctx is not None:
             torch.manual_seed(ctx.seed)  # lora_A's kaiming init

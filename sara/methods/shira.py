@@ -62,10 +62,7 @@ class SHiRA(PeftAdapterMethod, AddedParamsMethod):
 
     def apply(self, denoiser: nn.Module, budget: int | None = None,
               ctx: PrepareContext | None = None) -> nn.Module:
-        if budget is not None:
-            self.target_params = int(budget)
-            self.rank, _ = self.solve_budget(denoiser, int(budget))
-        self.knob_value = self.rank
+        self.take_budget(denoiser, budget, "rank")
         self._seed = ctx.seed if ctx is not None else self._seed
         return self._inject(denoiser, ctx)
 

@@ -73,10 +73,7 @@ class SuperTuning(PeftAdapterMethod, AddedParamsMethod):
 
     def apply(self, denoiser: nn.Module, budget: int | None = None,
               ctx: PrepareContext | None = None) -> nn.Module:
-        if budget is not None:
-            self.target_params = int(budget)
-            self.sparsity, _ = self.solve_budget(denoiser, int(budget))
-        self.knob_value = self.sparsity
+        self.take_budget(denoiser, budget, "sparsity")
         return self._inject(denoiser, ctx)
 
     def record(self) -> dict:
