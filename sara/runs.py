@@ -417,7 +417,11 @@ def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 #: Keys whose change does not make a finished run stale.
 VOLATILE_KEYS = ("logger", "overwrite", "on_failure", "output_root", "torch_threads",
                  "train.progress",
-                 "train.num_workers", "eval.device", "train.device")  # use-outside: eval.batch_size seeds the samples
+                 "train.num_workers", "eval.device", "train.device",
+                 # use-outside: how a run is checkpointed/logged does not change it (exact resume);
+                 # eval.batch_size is not here: it seeds the samples (chunk c uses seed + c)
+                 "train.resume", "train.checkpoint_every", "train.log_every",
+                 "train.keep_optimizer_state")
 
 
 def _hooks_filled(plain: Any) -> Any:
@@ -458,17 +462,19 @@ def execute(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict:
     (``on_failure=record``).
     """
     from sara.preflight import check_config, check_weights  # use-outside: fail fast
-    from sara.rundir import StaleRunError, hold_run_dir  # use-outside
+    from sara.rundir import hold_run_dir  # use-outside
 
     check_config(cfg)  # use-outside: before anything else (data.name, budget, eval)
     run_dir = Path(run_dir) if run_dir is not None else (hydra_run_dir() or run_dir_for(cfg))
     plain = _plain(cfg)
     check_weights(plain.get("backbone") or {})  # use-outside: no hub call without weights
     with hold_run_dir(run_dir):  # use-outside: one process per run directory
-        return _execute_held(cfg, plain, run_dir, StaleRunError)
+        return _execute_held(cfg, plain, run_dir)
 
 
-def _execute_held(cfg: Any, plain: dict, run_dir: Path, StaleRunError) -> dict:  # use-outside
+def _execute_held(cfg: Any, plain: dict, run_dir: Path) -> dict:  # use-outside: split from execute
+    from sara.rundir import StaleRunError  # use-outside
+
     if plain.get("overwrite"):
         log.warning("overwrite=true: clearing %s", run_dir)
         _clear_run_dir(run_dir)

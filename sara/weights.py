@@ -41,7 +41,10 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
     strings and containers only). Any failure names the file and the two ways out."""
     path = Path(path)
     try:
-        st = torch.load(path, map_location="cpu", weights_only=True)
+        # numpy's array constructors are data only: checkpoints written before the RNG state was
+        # stored as tensors hold numpy's state as an array
+        with torch.serialization.safe_globals(_numpy_globals()):
+            st = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torn file, foreign pickle, unsafe global
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CorruptCheckpointError(
@@ -52,6 +55,13 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
         raise CorruptCheckpointError(f"{path} is not a training checkpoint of this suite "
                                      "(set train.resume=false or overwrite=true)")
     return st
+
+
+def _numpy_globals() -> list:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def run_record(run_dir: str | os.PathLike) -> dict:
@@ -164,3 +174,46 @@ def read_run_weights(run_dir: str | os.PathLike) -> dict:
         tensors, meta = read_sparse(path)
     return {"path": str(path), "sparse": sparse, "tensors": tensors, "meta": meta,
             "method": getattr(method, "name", None), "config": rec["config"], "record": rec}
+
+
+def backfill(run_dir: str | os.PathLike) -> Path:
+    """Write the weights file of a finished run made before runs wrote one, from its training
+    checkpoint (read with ``weights_only=True``)."""
+    from sara.backbones import load_backbone
+
+    rec = run_record(run_dir)
+    method = method_of(rec["config"])
+    path = Path(run_dir) / method.weights_name
+    if path.exists():
+        return path
+    ckpt = Path(run_dir) / "checkpoint" / "state.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{run_dir}: no weights file and no training checkpoint ({ckpt}): "
+                                "the run trained nothing (train.steps=0)")
+    st = load_checkpoint_file(ckpt)
+    backbone = load_backbone(rec["config"]["backbone"])
+    method.restore(backbone.denoiser, st["trained"], budget=rec.get("target_params"))
+    return method.save_weights(run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sara.weights RUN_DIR ...``: write the weights file of finished runs that have
+    none (runs made before the suite wrote them)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m sara.weights", description=main.__doc__)
+    ap.add_argument("run_dirs", nargs="+")
+    args = ap.parse_args(argv)
+    status = 0
+    for d in args.run_dirs:
+        try:
+            print(f"{d}: {backfill(d)}")
+        except (OSError, ValueError, RuntimeError) as e:
+            print(f"{d}: error: {e}", file=sys.stderr)
+            status = 2
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -155,7 +155,7 @@ import sys, time
 import sara.runs
 from sara.cli import run_or_exit
 
-def held(cfg, plain, run_dir, _):
+def held(cfg, plain, run_dir):
     time.sleep(4)  # a run in progress
     return {"status": "complete", "paths": {"run_dir": str(run_dir)}, "metrics": {}}
 

@@ -39,7 +39,9 @@ def test_run_writes_weights_that_load_back_exactly(stub_conf, stub_world, tmp_pa
     rec, d = run(stub_conf, [f"method={method}", "budget=50M"] + extra, tmp_path / "runs")
     assert rec["paths"]["weights"] == str(d / name) and (d / name).exists()
     base = StubBackbone().denoiser.state_dict()
-    assert any(not torch.equal(v, base[k]) for k, v in sampled[0].items() if k in base)  # trained
+    # trained: a base weight moved, or (AdaptFormer) a zero-initialised up-projection did
+    assert any(not torch.equal(v, base[k]) if k in base else
+               (k.endswith("up.weight") and bool(v.abs().sum() > 0)) for k, v in sampled[0].items())
     module, _ = trained_denoiser(d, StubBackbone().denoiser)
     got = module.state_dict()
     if method == "adaptformer":  # not mergeable: the adapter modules are part of the module
@@ -109,3 +111,27 @@ def test_training_checkpoint_loads_with_weights_only(stub_conf, stub_world, tmp_
                tmp_path / "runs")
     st = torch.load(d / "checkpoint/state.pt", weights_only=True)
     assert st["step"] == 4 and st["optimizer"] is not None
+
+
+def test_backfill_writes_the_weights_of_an_older_run(stub_conf, stub_world, tmp_path, sampled):
+    """A run made before runs wrote weights (only checkpoint/state.pt, numpy RNG state as an
+    array): ``python -m sara.weights RUN_DIR`` writes delta.safetensors from the checkpoint."""
+    import io
+
+    import numpy as np
+
+    import sara
+    from sara.weights import main
+
+    _, d = run(stub_conf, ["method=sara", "budget=50M"], tmp_path / "runs")
+    ck = torch.load(d / "checkpoint/state.pt", weights_only=True)
+    ck["rng"]["numpy"] = np.random.get_state()  # the older layout
+    buf = io.BytesIO()
+    torch.save(ck, buf)
+    (d / "checkpoint/state.pt").write_bytes(buf.getvalue())
+    (d / "delta.safetensors").unlink()
+    assert main([str(d)]) == 0
+    plain = StubBackbone().denoiser
+    sara.load_sparse(plain, d / "delta.safetensors")
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, sampled[0][k]), k
