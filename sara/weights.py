@@ -97,62 +97,6 @@ def trained_denoiser(run_dir: str | os.PathLike, denoiser: nn.Module,
     return method.merged(module), method
 
 
-def save_sparse_entries(path: str | os.PathLike, model: nn.Module,
-                        entries: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                        base_values: Mapping[str, torch.Tensor], metadata: dict | None = None
-                        ) -> Path:
-    """Write ``{name: (flat indices, trained values)}`` of ``model`` as a sara sparse checkpoint
-    (the ``sara.load_sparse`` format), for methods that keep their entries outside sara.core's
-    wrapper. ``base_values[name]`` are the base model's values at those entries (the
-    fingerprint is taken of the base model, not of the trained one)."""
-    from safetensors.torch import save_file
-
-    from sara.core.checkpoint import FORMAT, _SAMPLE_KEY
-    from sara.core.identity import model_fingerprint
-    from sara.core.selection import index_dtype
-
-    params = dict(model.named_parameters())
-    order = {n: i for i, n in enumerate(params)}
-    overrides = {}
-    for n, (idx, _) in entries.items():
-        idx = idx.long().cpu()
-        srt = torch.argsort(idx)
-        overrides[n] = (idx[srt], base_values[n].detach().reshape(-1).cpu()[srt])
-    fp, base, sample = model_fingerprint(model, overrides)
-    tensors, shapes, count = {}, {}, 0
-    for n in sorted(entries, key=order.__getitem__):
-        idx, vals = entries[n]
-        numel = params[n].numel()
-        tensors[f"indices/{n}"] = idx.to(index_dtype(numel)).cpu().contiguous().clone()
-        tensors[f"values/{n}"] = vals.detach().reshape(-1).cpu().contiguous().clone()
-        shapes[n] = list(params[n].shape)
-        count += int(idx.numel())
-    tensors[_SAMPLE_KEY] = sample.float().contiguous().clone()
-    meta = {"format": FORMAT, "threshold": "null", "rule": "checkpoint", "k": json.dumps(count),
-            "count": str(count), "active_count": str(count), "compat": "ours",
-            "base_fingerprint": fp,
-            "base_params": json.dumps([[n, list(s), d] for n, s, d in base]),
-            "shapes": json.dumps(shapes)}
-    for k, v in (metadata or {}).items():
-        meta.setdefault(str(k), v if isinstance(v, str) else json.dumps(v, default=str))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
-
-
-def replace_dir(tmp: Path, final: Path) -> Path:
-    """Move a finished temporary folder to ``final`` (replacing an older one)."""
-    import shutil
-
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
-
-
 def read_run_weights(run_dir: str | os.PathLike) -> dict:
     """What another run needs of a finished run's trained weights (``delta.source``):
     ``{"path", "sparse", "tensors", "meta", "method", "config", "record"}``; a sparse delta's

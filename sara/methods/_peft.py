@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._util import freeze
+from ._util import freeze, replace_dir
 
 #: PeftModel wraps the model as ``base_model.model``; its saved keys carry this prefix
 PEFT_PREFIX = "base_model.model."
@@ -18,8 +18,6 @@ def save_peft_adapter(module: nn.Module, config, folder: Path) -> Path:
     into ``module`` (as ``PeftModel.save_pretrained`` writes them)."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
-
-    from sara.weights import replace_dir
 
     state = {PEFT_PREFIX + k: v
              for k, v in get_peft_model_state_dict(module, adapter_name="default").items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sara.methods._util import replace_dir
 from sara.methods.base import Method, PrepareContext
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,6 @@ class FullFineTune(Method):
         """The fine-tuned denoiser as a diffusers model folder (safetensors), or a plain
         ``denoiser/model.safetensors`` for a module without ``save_pretrained``."""
         from safetensors.torch import save_file
-
-        from sara.weights import replace_dir
 
         self._check_applied()
         final = Path(run_dir) / self.weights_name

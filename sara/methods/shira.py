@@ -9,7 +9,6 @@ nearest). The mask is drawn from the run's seed.
 """
 from __future__ import annotations
 
-from typing import Any
 
 from torch import nn
 
