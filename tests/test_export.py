@@ -100,3 +100,50 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "result.json" in err and "Traceback" not in err
+
+
+def latent_backbone():
+    """A Stable Diffusion backbone at toy size with a VAE (random weights): the latent case."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    from sara.backbones.stable_diffusion import StableDiffusionBackbone
+    from sara.backbones.tiny import build_tiny
+
+    tiny = build_tiny(seed=0)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4, sample_size=16)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(16, 32), norm_num_groups=8,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                                cross_attention_dim=128, attention_head_dim=2)
+    sched = DDPMScheduler(beta_schedule="scaled_linear", steps_offset=1, clip_sample=False)
+    cfg = {"name": "latent", "kind": "stable_diffusion", "resolution": 16,
+           "sampling": {"sampler": "DPMSolverMultistepScheduler", "steps": 3, "guidance_scale": 3.0}}
+    return StableDiffusionBackbone(cfg=cfg, denoiser=unet, vae=vae, text_encoders=tiny.text_encoders,
+                                   tokenizers=tiny.tokenizers, noise_scheduler=sched,
+                                   scheduler_config=dict(sched.config))
+
+
+def test_latent_backbone_exports_a_plain_stable_diffusion_pipeline(tmp_path):
+    """With a VAE (SD 1.5/2, a latent tiny model), the folder loads with a bare
+    DiffusionPipeline.from_pretrained(DIR) and its images are the suite's sampler's."""
+    from diffusers import DiffusionPipeline
+
+    from sara.export import pipeline_images, save_pipeline
+
+    bb = latent_backbone()
+    with torch.no_grad():  # a "fine-tuned" denoiser
+        for p in bb.denoiser.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    folder = save_pipeline(bb, tmp_path / "pipe")
+    pipe = DiffusionPipeline.from_pretrained(str(folder))
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    prompts = ["a red circle", "a blue square"]
+    got = pipeline_images(pipe, prompts, 3, 3.0, seed=5, latent_output_is_image=False)
+    want = bb.sample(prompts, num_inference_steps=3, guidance_scale=3.0, seed=5, batch_size=2,
+                     output_type="pt")
+    assert got.shape == want.shape == (2, 3, 16, 16)
+    assert float((got - want).abs().max()) <= 1e-5
