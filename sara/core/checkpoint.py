@@ -85,11 +85,15 @@ def sparse_state_dict(source, metadata: dict | None = None
 def save_sparse(path, source, metadata: dict | None = None) -> Path:
     """Write the trained entries of ``source`` (SparseParameters, SaRA or wrapped model) to
     ``path`` (atomically)."""
-    tensors, meta = sparse_state_dict(source, metadata)
+    return write_sparse(path, *sparse_state_dict(source, metadata))
+
+
+def write_sparse(path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
+    """Write a ``(tensors, metadata)`` pair of this format to ``path`` (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
+    save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, path)
     return path
 

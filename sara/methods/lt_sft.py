@@ -275,9 +275,7 @@ def save_sparse_entries(path: str | os.PathLike, model: nn.Module,
     (the ``sara.load_sparse`` format), for methods that keep their entries outside sara.core's
     wrapper. ``base_values[name]`` are the base model's values at those entries (the
     fingerprint is taken of the base model, not of the trained one)."""
-    from safetensors.torch import save_file
-
-    from sara.core.checkpoint import FORMAT, _SAMPLE_KEY
+    from sara.core.checkpoint import FORMAT, _SAMPLE_KEY, write_sparse
     from sara.core.identity import model_fingerprint
     from sara.core.selection import index_dtype
 
@@ -305,9 +303,4 @@ def save_sparse_entries(path: str | os.PathLike, model: nn.Module,
             "shapes": json.dumps(shapes)}
     for k, v in (metadata or {}).items():
         meta.setdefault(str(k), v if isinstance(v, str) else json.dumps(v, default=str))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return write_sparse(path, tensors, meta)
