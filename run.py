@@ -22,7 +22,9 @@ from sara.runs import execute  # noqa: E402
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    return execute(cfg)
+    from sara.cli import run_or_exit  # use-outside: short errors, metrics on the last line
+
+    return run_or_exit(execute, cfg)
 
 
 if __name__ == "__main__":

@@ -261,9 +261,10 @@ def eval_section(samples: Mapping, metrics: dict, metrics_note: str | None,
     }
 
 
-def paths_section(run_dir: Path, tres: Any, dataset_dir: Path | None) -> dict:
+def paths_section(run_dir: Path, tres: Any, dataset_dir: Path | None, weights: Path | None = None) -> dict:
     return {"run_dir": str(run_dir), "samples": str(run_dir / SAMPLES_DIR),
             "checkpoint": tres.checkpoint, "train_log": tres.train_log,
+            "weights": str(weights) if weights else None,
             "dataset": str(dataset_dir) if dataset_dir else None}
 
 

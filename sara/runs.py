@@ -27,16 +27,22 @@ from sara.hooks.migration import MigrationHook
 from sara.hooks.schema import hooks_filled, validate_hooks
 from sara.io import to_jsonable
 from sara.precision import autocast_dtype
+from sara.preflight import check_config, check_weights
 from sara.record import (RESULT_FILE, RUN_DIR_LEVELS, SAMPLES_DIR, build_record, eval_section,
                          load_result, memory_section, paths_section, records_failure,
                          run_dir_for, run_section, time_section, train_section, write_result)
+from sara.rundir import StaleRunError, hold_run_dir
 
 log = logging.getLogger(__name__)
 
 #: Keys whose change does not make a finished run stale.
 VOLATILE_KEYS = ("logger", "overwrite", "on_failure", "output_root", "torch_threads",
                  "train.progress",
-                 "train.num_workers", "eval.batch_size", "eval.device", "train.device")
+                 "train.num_workers", "eval.device", "train.device",
+                 # how a run is checkpointed / logged does not change it (exact resume);
+                 # eval.batch_size is not here: it seeds the samples (chunk c uses seed + c)
+                 "train.resume", "train.checkpoint_every", "train.log_every",
+                 "train.keep_optimizer_state")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -48,18 +54,23 @@ def execute(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict:
     ``run_dir``: default = Hydra's output dir inside a Hydra job, else :func:`run_dir_for`.
     A directory with a complete ``result.json`` is not run again ("already done"). A failure
     writes ``failed.json`` and re-raises (``on_failure=raise``) or returns the failure record
-    (``on_failure=record``).
+    (``on_failure=record``). A directory holding another config's result is an error
+    (:class:`sara.rundir.StaleRunError`) unless ``overwrite=true``; one process at a time owns a
+    run directory (:func:`sara.rundir.hold_run_dir`).
     """
+    check_config(cfg)  # before anything else: data.name, budget, eval
     run_dir = Path(run_dir) if run_dir is not None else (hydra_run_dir() or run_dir_for(cfg))
     plain = _plain(cfg)
-    if plain.get("overwrite"):
-        log.warning("overwrite=true: clearing %s", run_dir)
-        _clear_run_dir(run_dir)
-    done = _already_done(run_dir, plain)
-    if done is not None:
-        return done
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return _run(cfg, plain, run_dir)
+    check_weights(plain.get("backbone") or {})  # no hub call without weights
+    with hold_run_dir(run_dir):
+        if plain.get("overwrite"):
+            log.warning("overwrite=true: clearing %s", run_dir)
+            _clear_run_dir(run_dir)
+        done = _already_done(run_dir, plain)
+        if done is not None:
+            return done
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return _run(cfg, plain, run_dir)
 
 
 def hydra_run_dir() -> Path | None:
@@ -96,19 +107,17 @@ def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def _already_done(run_dir: Path, plain: dict) -> dict | None:
-    """The complete record of ``run_dir`` (warning when its config differs from ``plain``)."""
+    """The complete record of ``run_dir``, marked ``_already_done`` for the final line; another
+    config's result is never this run's (:class:`sara.rundir.StaleRunError`)."""
     done = load_result(run_dir)
     if done is None:
         return None
     diff = [k for k in config_diff(hooks_filled(done.get("config", {})), hooks_filled(plain))
             if not k.startswith(VOLATILE_KEYS)]
     if diff:
-        log.warning("already done: %s holds a finished run whose config differs in %s; "
-                    "kept as is (set overwrite=true or another experiment_name to rerun)",
-                    run_dir, diff[:10])
-    else:
-        log.info("already done: %s", run_dir / RESULT_FILE)
-    return done
+        raise StaleRunError(run_dir, diff)
+    log.info("already done: %s", run_dir / RESULT_FILE)
+    return dict(done, _already_done=True)
 
 
 def _clear_run_dir(run_dir: Path) -> None:
@@ -145,7 +154,7 @@ def _run(cfg: Any, plain: dict, run_dir: Path) -> dict:
     wb = start_wandb(plain.get("logger"), run_dir, plain,
                      name="/".join(run_dir.parts[-len(RUN_DIR_LEVELS):])) if main else None
     try:
-        tres, diagnostics = _train(s, tcfg, diag, accelerator, run_dir, wb)
+        tres, diagnostics, weights = _train(s, tcfg, diag, accelerator, run_dir, wb)
         ecfg = plain.get("eval") or {}
         prompts = eval_prompt_list(ecfg)
         sampler_module, delta_info = _model_to_sample(s, diag, dcfg, sources, diagnostics, seed,
@@ -174,7 +183,7 @@ def _run(cfg: Any, plain: dict, run_dir: Path) -> dict:
                           wall_s=time.perf_counter() - t_all),
         memory=memory_section(tres, process_max_rss_bytes=rss),
         evaluation=eval_section(samples, metrics, metrics_note, eval_info),
-        paths=paths_section(run_dir, tres, dataset_dir), diagnostics=diagnostics,
+        paths=paths_section(run_dir, tres, dataset_dir, weights), diagnostics=diagnostics,
         delta=delta_info, config=plain, env=environment(), started_at=started)
     if main:
         write_result(run_dir, record)
@@ -268,7 +277,8 @@ def _setup(plain: dict, tcfg: Any, diag: dict, accelerator, run_dir: Path) -> _S
 
 
 def _train(s: _Setup, tcfg: Any, diag: dict, accelerator, run_dir: Path, wb):
-    """The trainer's result and the diagnostics measured during / right after training."""
+    """The trainer's result, the diagnostics measured during / right after training, and the path of
+    the trained weights written next to result.json (None when nothing was trained)."""
     from sara.train import Trainer
 
     def loss_fn(module, batch, generator=None):
@@ -289,7 +299,9 @@ def _train(s: _Setup, tcfg: Any, diag: dict, accelerator, run_dir: Path, wb):
         diagnostics["migration"] = s.migration.finish(tres.steps)
     if diag["share_below"]:
         diagnostics.update(share_below_report(s.method, diag["share_below_threshold"]))
-    return tres, diagnostics
+    # the trained weights in the ecosystem's format, next to result.json
+    weights = s.method.save_weights(run_dir) if tres.steps and accelerator.is_main_process else None
+    return tres, diagnostics, weights
 
 
 def _no_training(accelerator) -> Any:

@@ -237,7 +237,11 @@ def micro_step_seed(seed: int, micro_step: int, rank: int = 0, world: int = 1) -
 # RNG state
 # ------------------------------------------------------------------------------------------------
 def get_rng_state() -> dict:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(),
+    # plain tensors, numbers and tuples only: the checkpoint loads with weights_only=True
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = {"python": random.getstate(),
+          "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                    float(gauss)),
           "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         st["cuda"] = torch.cuda.get_rng_state_all()
@@ -245,8 +249,10 @@ def get_rng_state() -> dict:
 
 
 def set_rng_state(st: Mapping) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    random.setstate(tuple(st["python"][:1]) + (tuple(st["python"][1]),) + tuple(st["python"][2:]))
+    kind, keys, pos, has_gauss, gauss = st["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((kind, keys.astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
     torch.set_rng_state(st["torch"].cpu() if isinstance(st["torch"], torch.Tensor) else st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         with contextlib.suppress(Exception):
@@ -376,9 +382,12 @@ class Trainer:
         return self.ckpt_path
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        st = torch.load(path, map_location="cpu", weights_only=False)
+        from sara.weights import load_checkpoint_file
+
+        st = load_checkpoint_file(path)
         if st.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointMismatchError(f"{path} is not a training checkpoint of this suite")
+            raise CheckpointMismatchError(f"{path} is not a training checkpoint of this suite; "
+                                          "set train.resume=false or overwrite=true")
         mine, theirs = self._settings(), st.get("settings", {})
         diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
         if diff:
@@ -445,7 +454,9 @@ class Trainer:
 
     def _ckpt_step(self) -> int | str:
         try:
-            return int(torch.load(self.ckpt_path, map_location="cpu", weights_only=False)["step"])
+            from sara.weights import load_checkpoint_file
+
+            return int(load_checkpoint_file(self.ckpt_path)["step"])
         except Exception:  # noqa: BLE001 - only for the message
             return "?"
 
@@ -536,6 +547,9 @@ class Trainer:
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
                         and self.step < cfg.steps):
                     self.save_checkpoint()
+        except KeyboardInterrupt as e:
+            e.sara_step = self.step  # for "interrupted at step N" (sara.cli)
+            raise
         finally:
             if pbar is not None:
                 pbar.close()

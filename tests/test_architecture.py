@@ -142,12 +142,13 @@ def test_sara_has_no_import_cycle():
 #: The layers of docs/ARCHITECTURE.md: a module imports from its own layer or lower ones only.
 LAYERS = {
     "sara.io": 0, "sara.env": 0, "sara.precision": 0,
-    "sara.core": 1, "sara.data": 1, "sara.record": 1,
+    "sara.core": 1, "sara.data": 1, "sara.record": 1, "sara.rundir": 1,
     "sara.backbones": 2, "sara.methods": 2, "sara.metrics": 2,
     "sara.train": 3, "sara.sample": 3, "sara.evaluate": 3, "sara.budget": 3,
     "sara.analysis_math": 3, "sara.results": 3, "sara.stats": 3, "sara.lr_search": 3,
-    "sara.hooks": 4,
-    "sara.runs": 5,
+    "sara.weights": 3,
+    "sara.hooks": 4, "sara.preflight": 4, "sara.export": 4,
+    "sara.runs": 5, "sara.cli": 5,
     "sara": 6,  # the package's public API
 }
 

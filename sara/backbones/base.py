@@ -310,11 +310,13 @@ class Backbone:
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], num_inference_steps: int | None = None, guidance_scale: float | None = None,
                seed: int = 0, denoiser=None, batch_size: int = 16, negative_prompt: str | None = None,
-               output_type: str = "pil", progress: bool = False, autocast_dtype=None) -> list:
+               output_type: str = "pil", progress: bool = False, autocast_dtype=None,
+               on_step=None) -> list:
         """Generate one image per prompt with classifier-free guidance (unconditional = empty prompt).
 
         The initial noise of prompt ``i`` depends only on ``(seed, i)``, never on ``batch_size``.
-        Returns PIL images (``output_type="pil"``) or a [N,3,H,W] tensor in [-1, 1] (``"pt"``)."""
+        Returns PIL images (``output_type="pil"``) or a [N,3,H,W] tensor in [-1, 1] (``"pt"``).
+        ``on_step()`` is called after every denoising step."""
         denoiser = self.denoiser if denoiser is None else denoiser
         steps = int(num_inference_steps or self.default_steps)
         g = self.default_guidance if guidance_scale is None else float(guidance_scale)
@@ -359,6 +361,8 @@ class Backbone:
                         ou, oc = out.chunk(2)
                         out = ou + g * (oc - ou)
                     x = sched.step(out, t, x, **step_kw, return_dict=False)[0]
+                    if on_step is not None:  # progress per denoising step (sara.sample)
+                        on_step()
                 with torch.autocast(device.type, dtype=ac, enabled=ac is not None):
                     img = self.decode(x).float().clamp(-1, 1)
                 outs.append(img.cpu())

@@ -87,8 +87,12 @@ def sparse_state_dict(source, metadata: dict | None = None
 def save_sparse(path, source, metadata: dict | None = None) -> Path:
     """Write the trained entries of ``source`` (SparseParameters, SaRA or wrapped model) to
     ``path`` (atomically)."""
-    tensors, meta = sparse_state_dict(source, metadata)
-    return atomic_save_safetensors(tensors, path, metadata=meta)
+    return write_sparse(path, *sparse_state_dict(source, metadata))
+
+
+def write_sparse(path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
+    """Write a ``(tensors, metadata)`` pair of this format to ``path`` (atomically)."""
+    return atomic_save_safetensors(tensors, path, metadata=metadata)
 
 
 def read_sparse(source: Source, metadata: dict | None = None

@@ -5,8 +5,6 @@ states are restored on a copy of the base and merged densely."""
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 from pathlib import Path
 from typing import Mapping
@@ -14,8 +12,8 @@ from typing import Mapping
 from sara.budget import budget_target
 from sara.env import REPO_ROOT
 from sara.io import read_json
-from sara.record import (DEFAULT_OUTPUT_ROOT, FAILED_FILE, RUN_DIR_LEVELS, checkpoint_path,
-                         identity_from_parts, load_result)
+from sara.record import (DEFAULT_OUTPUT_ROOT, FAILED_FILE, RUN_DIR_LEVELS, identity_from_parts,
+                         is_complete, load_result)
 
 
 def source_command(run_dir: Path, output_root: str | os.PathLike | None) -> str:
@@ -61,64 +59,30 @@ def read_source_config(run_dir: Path) -> tuple[dict | None, dict | None]:
 
 def load_delta_source(key: str, run_dir: str | os.PathLike, output_root=None,
                       backbone_name: str | None = None) -> dict:
-    """The trained state of a finished run for ``delta.source`` / ``delta.merge_source``:
-    ``{"key", "run_dir", "checkpoint", "trained", "sparse", "step", "method", "config", "record"}``.
-    Errors name the path and the command that makes the run."""
-    import torch
+    """The trained weights of a finished run for ``delta.source`` / ``delta.merge_source``:
+    ``{"key", "run_dir", "checkpoint", "trained", "meta", "sparse", "step", "method", "config",
+    "record"}``, read from the run's weights file (safetensors: loading never runs code from a
+    file). Errors name the path and the command that makes the run."""
+    from sara.weights import read_run_weights
 
     run_dir = Path(run_dir)
-    ckpt = checkpoint_path(run_dir)
-    if not ckpt.is_file():
+    if not is_complete(run_dir):
         why = ("the run failed (see its failed.json)" if (run_dir / FAILED_FILE).is_file() else
                "the directory does not exist" if not run_dir.is_dir() else
-               "it holds no training checkpoint")
+               "the run has not finished")
         raise FileNotFoundError(
-            f"{key}={run_dir}: no trained checkpoint at {ckpt} ({why}). Make it first: "
-            f"{source_command(run_dir, output_root)}")
-    st = torch.load(ckpt, map_location="cpu", weights_only=False)
-    if not isinstance(st, dict) or "trained" not in st:
-        raise ValueError(f"{key}: {ckpt} is not a training checkpoint of this suite")
-    total = (st.get("settings") or {}).get("steps")
-    step = int(st.get("step", -1))
-    if total is not None and step < int(total):
-        raise ValueError(f"{key}: the run in {run_dir} has not finished training (checkpoint at step "
-                         f"{step} of {total}); finish it first: {source_command(run_dir, output_root)}")
+            f"{key}={run_dir}: no finished run with trained weights there ({why}). Make it "
+            f"first: {source_command(run_dir, output_root)}")
+    weights = read_run_weights(run_dir)
+    ckpt, step = weights["path"], int(weights["record"].get("steps") or 0)
     cfg, rec = read_source_config(run_dir)
     src_bb = ((cfg or {}).get("backbone") or {}).get("name")
     if backbone_name is not None and src_bb is not None and src_bb != backbone_name:
         raise ValueError(f"{key}: the run in {run_dir} fine-tuned backbone {src_bb!r}, this run "
                          f"samples backbone {backbone_name!r}")
-    trained = st["trained"]
-    sparse = any(str(k).startswith("indices/") for k in trained)
-    return {"key": key, "run_dir": str(run_dir), "checkpoint": str(ckpt), "trained": trained,
-            "sparse": sparse, "step": step, "method": st.get("method"), "config": cfg,
-            "record": rec}
-
-
-def sparse_meta(model, trained: Mapping) -> dict[str, str]:
-    """sara.core checkpoint metadata for a trained sparse state taken from a training checkpoint
-    (which stores the tensors only). The base check compares the checkpoint's stored base-model
-    sample (``__sara__/base_sample``) with ``model``."""
-    from sara.core.checkpoint import FORMAT, _SAMPLE_KEY
-    from sara.core.identity import base_params, sample_positions
-
-    params = dict(model.named_parameters())
-    shapes = {}
-    for k in trained:
-        if str(k).startswith("indices/"):
-            n = str(k)[len("indices/"):]
-            if n not in params:
-                raise ValueError(f"the delta's tensor {n!r} is not in this denoiser (another backbone?)")
-            shapes[n] = list(params[n].shape)
-    here = base_params(model)
-    if _SAMPLE_KEY in trained:
-        want = sum(int(sample_positions(int(math.prod(s))).numel()) for _, s, _ in here)
-        if int(trained[_SAMPLE_KEY].numel()) != want:
-            raise ValueError("the delta was made for another base model (its base-model sample has "
-                             f"{int(trained[_SAMPLE_KEY].numel())} values, this denoiser's {want})")
-    return {"format": FORMAT, "shapes": json.dumps(shapes),
-            "base_params": json.dumps([[n, list(s), d] for n, s, d in here]),
-            "base_fingerprint": "unknown"}
+    return {"key": key, "run_dir": str(run_dir), "checkpoint": ckpt, "trained": weights["tensors"],
+            "meta": weights["meta"], "sparse": weights["sparse"], "step": step,
+            "method": weights["method"], "config": cfg, "record": rec}
 
 
 def dense_delta(src: dict, base) -> dict:
@@ -138,7 +102,7 @@ def dense_delta(src: dict, base) -> dict:
     budget = (src.get("record") or {}).get("target_params")
     if budget is None:
         budget = budget_target(cfg.get("budget"), int(n))
-    module = method.restore(copy.deepcopy(base), src["trained"], budget=budget)
+    module = method.load_weights(copy.deepcopy(base), src["run_dir"], budget=budget)
     module = method.merged(module)
     w0 = dict(base.named_parameters())
     w1 = dict(module.named_parameters())
@@ -177,7 +141,7 @@ def apply_delta(model, dcfg: Mapping, sources: list[dict]) -> dict:
                                 "method": src["method"], "kind": "sparse" if src["sparse"] else "dense",
                                 "entries": entries})
     if all(s["sparse"] for s in sources):
-        metas = [sparse_meta(model, s["trained"]) for s in sources]
+        metas = [s["meta"] for s in sources]  # the delta file's own metadata
         if len(sources) == 1:
             load_sparse(model, dict(sources[0]["trained"]), alpha=weights[0], metadata=metas[0])
         else:

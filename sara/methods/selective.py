@@ -174,6 +174,22 @@ class SparseMethod(Method):
         tensors, meta = read_sparse(path)
         self._load(tensors, meta)
 
+    weights_name = "delta.safetensors"  # sara.load_sparse(plain_denoiser, path) reads it
+
+    def load_weights(self, denoiser: nn.Module, run_dir, budget: int | None = None) -> nn.Module:
+        """The run's ``delta.safetensors`` on a fresh ``denoiser``, base identity checked."""
+        from pathlib import Path
+
+        path = Path(run_dir) / self.weights_name
+        if not path.exists():
+            raise FileNotFoundError(f"{self.name}: no trained weights at {path}")
+        tensors, meta = read_sparse(path)
+        self.module = denoiser
+        self.target_params = budget
+        self._load(tensors, meta)
+        self.k = self.knob_value = self.sparse.count() if self.knob == "k" else self.knob_value
+        return denoiser
+
     def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self._load(state, None)
 
