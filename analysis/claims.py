@@ -1,6 +1,8 @@
-"""Claims report: each qualitative claim of the SaRA paper, its verdict on the embedded world —
-**reproduced**, **not reproduced** or **not yet run** — with the numbers behind it, and whether
-the paper's own reported tables bear the claim out where they can.
+"""Claims report: each qualitative claim of the SaRA paper, quoted verbatim, its verdict on the
+embedded world — ``reproduced``, ``not_reproduced``, ``inconclusive`` (inside the noise),
+``not_run`` or ``not_testable`` — with the numbers behind it, and whether the paper's own reported
+tables bear the claim out where they can. Checks that cannot fail as written are marked trivial
+and not counted.
 
 Each figure/table module states its own claims beside its figure (``claims(df)``, records of
 ``analysis.verdicts.Claim``); this module only collects them (``CLAIM_MODULES``) and writes the
@@ -14,7 +16,7 @@ from __future__ import annotations
 from . import (fig2_pruning, fig3_migration, fig6_backbone, fig16_scaling, fig17_merging, fig19_subspace,
                fig21_24_hyper, table1_style, table2_ablation, table8_threshold, table9_rank, table10_amplification)
 from .common import arg_parser, dump_json, latex_table, load, markdown_table, out_dir
-from .verdicts import NOT_REPRODUCED, NOT_RUN, REPRODUCED
+from .verdicts import VERDICTS
 
 # every module whose figure/table states claims of the paper (tests check none is left out)
 CLAIM_MODULES = (table1_style, table2_ablation, table9_rank, fig2_pruning, fig3_migration, fig6_backbone,
@@ -40,17 +42,25 @@ def main(argv=None):
     out = out_dir(args.out)
     df = load(args.results)
     res = collect(df)
-    counts = {v: sum(r["verdict"] == v for r in res) for v in (REPRODUCED, NOT_REPRODUCED, NOT_RUN)}
+    counts = {v: sum(r["verdict"] == v and r["counted"] for r in res) for v in VERDICTS}
+    trivial = [r["id"] for r in res if not r["counted"]]
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
     md = ["# Claims of the SaRA paper on the embedded world",
-          f"{counts[REPRODUCED]} reproduced, {counts[NOT_REPRODUCED]} not reproduced, {counts[NOT_RUN]} not yet run "
-          f"(of {len(res)}). Source: results table `{args.results}` ({len(df)} runs). *Paper's own numbers*: whether the "
-          "paper's reported tables bear the claim out (– = a text/figure claim with no table to check).",
-          markdown_table([[r["id"], r["claim"], r["source"], r["verdict"], r["paper_check"]] for r in res],
+          f"{summary} (of {len(res) - len(trivial)} counted claims"
+          + (f"; {len(trivial)} trivial, not counted: {', '.join(trivial)}" if trivial else "") + "). "
+          f"Source: results table `{args.results}` ({len(df)} runs). A difference decides a comparison only "
+          "beyond 2 Welch standard errors over seeds (sara.stats); one seed is inconclusive. *Paper's own "
+          "numbers*: whether the paper's reported tables bear the claim out (– = a text/figure claim with no "
+          "table to check).",
+          markdown_table([[r["id"], r["claim"], r["source"], r["verdict"] + (" (trivial)" if not r["counted"] else ""),
+                           r["paper_check"]] for r in res],
                          ["id", "claim", "paper", "verdict", "paper's own numbers"]),
           "## Evidence"]
     for r in res:
-        md.append(f"**{r['id']}** ({r['experiment']}, {r['verdict']}): {r['evidence']}" +
-                  (f"  \n*Paper*: {r['paper_evidence']}" if r["paper_evidence"] else ""))
+        quote = f"  \n*Paper* ({r['paper_source']}): “{r['paper_quote']}”" if r["paper_quote"] else ""
+        md.append(f"**{r['id']}** ({r['experiment']}, {r['verdict']}): {r['evidence']}" + quote +
+                  (f"  \n*Not counted*: {r['trivial']}" if r["trivial"] else "") +
+                  (f"  \n*Paper's numbers*: {r['paper_evidence']}" if r["paper_evidence"] else ""))
     (out / "claims.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
     (out / "claims.tex").write_text(latex_table([[r["id"], r["claim"], r["source"], r["verdict"], r["paper_check"]]
                                                  for r in res], ["id", "claim", "paper", "verdict", "paper's tables"],

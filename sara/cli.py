@@ -12,7 +12,7 @@ from typing import Any, Callable
 USER_ERRORS = (("sara.preflight", "UsageError"), ("sara.backbones.loading", "MissingWeightsError"),
                ("sara.weights", "CorruptCheckpointError"), ("sara.rundir", "RunDirBusyError"),
                ("sara.rundir", "StaleRunError"), ("sara.train", "CheckpointMismatchError"),
-               ("sara.runs", "HookConfigError"))
+               ("sara.hooks.schema", "HookConfigError"))
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

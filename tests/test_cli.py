@@ -13,7 +13,9 @@ import pytest
 from conftest import compose_conf
 from sara.cli import final_line, run_or_exit
 from sara.preflight import UsageError, check_config, check_weights
-from sara.runs import REPO_ROOT, execute, run_dir_for
+from sara.env import REPO_ROOT
+from sara.record import run_dir_for
+from sara.runs import execute
 
 STUB = ["backbone=stub", "data=stub", "train=smoke", "eval=smoke", "eval.metrics=[]",
         "hydra/job_logging=disabled"]
@@ -159,7 +161,7 @@ def held(cfg, plain, run_dir):
     time.sleep(4)  # a run in progress
     return {"status": "complete", "paths": {"run_dir": str(run_dir)}, "metrics": {}}
 
-sara.runs._execute_held = held
+sara.runs._run = held
 cfg = {"data": {"kind": "style", "name": "BarbieCore"}, "backbone": {"kind": "stub"},
        "eval": {"num_prompts": 0, "metrics": []}}
 run_or_exit(lambda c: sara.runs.execute(c, sys.argv[1]), cfg)

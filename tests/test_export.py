@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from sara.runs import execute, run_dir_for
+from sara.record import run_dir_for
+from sara.runs import execute
 
 TINY = ["backbone=tiny", "train=smoke", "train.steps=2", "train.batch_size=2", "eval=smoke",
         "eval.num_prompts=2", "eval.num_inference_steps=2", "eval.batch_size=2",
@@ -19,7 +20,7 @@ TINY = ["backbone=tiny", "train=smoke", "train.steps=2", "train.batch_size=2", "
 def compose(overrides):
     from hydra import compose as hcompose, initialize_config_dir
 
-    from sara.runs import REPO_ROOT
+    from sara.env import REPO_ROOT
 
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         return hcompose(config_name="config", overrides=overrides)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import StubBackbone, compose_conf
-from sara.runs import execute, run_dir_for
+from sara.record import run_dir_for
+from sara.runs import execute
 
 STUB = ["backbone=stub", "data=stub", "train=smoke", "eval=smoke", "eval.metrics=[]",
         "train.lr=0.01", "hydra/job_logging=disabled"]
