@@ -1099,7 +1099,13 @@ def _execute(cfg: Any, plain: dict, run_dir: Path) -> dict:
     n_denoiser = int(sum(p.numel() for p in backbone.denoiser.parameters()))
     budget = resolve_budget(plain.get("budget"), n_denoiser)
     tcfg.lr, lr_record = resolve_lr(tcfg.lr, backbone.denoiser, budget)
-    dataset, dataset_dir = build_dataset(plain["data"], backbone.resolution, accelerator)
+    custom = None  # [customisation] DreamBooth / Textual Inversion runs: sara.customisation
+    if (plain.get("data") or {}).get("kind") == "subject":
+        from sara.customisation import Customisation
+        custom = Customisation.from_config(plain, backbone, accelerator)  # before the method
+    dataset, dataset_dir = ((custom.dataset, custom.subject_dir) if custom is not None else  # [customisation]
+                            build_dataset(plain["data"], backbone.resolution, accelerator))
+    train_loss = custom.training_loss if custom is not None else backbone.training_loss  # [customisation]
     log.info("run %s: backbone %s (%d denoiser params), %d training items, budget %s",
              run_dir, backbone.name, n_denoiser, len(dataset), budget)
     # W0 of the analysed weights, before the method touches the denoiser (calibration phases too)
@@ -1111,7 +1117,7 @@ def _execute(cfg: Any, plain: dict, run_dir: Path) -> dict:
 
     def ctx_loss(module, batch):
         with accelerator.autocast():
-            return backbone.training_loss(module, batch)
+            return train_loss(module, batch)
 
     ctx = PrepareContext(
         loss_fn=ctx_loss,
@@ -1120,7 +1126,8 @@ def _execute(cfg: Any, plain: dict, run_dir: Path) -> dict:
         steps=tcfg.steps, seed=seed,
         extra={"backbone": backbone, "accelerator": accelerator, "run_dir": run_dir,
                "batch_size": tcfg.batch_size, "lr": tcfg.lr,
-               "max_grad_norm": tcfg.max_grad_norm})
+               "max_grad_norm": tcfg.max_grad_norm,
+               "class_noun": custom.class_noun if custom is not None else None})  # [customisation]
     method = hydra.utils.instantiate(plain["method"], _convert_="all")
     migration = None
     if diag["migration_every"] is not None:  # the initial selection is taken from W0
@@ -1139,7 +1146,7 @@ def _execute(cfg: Any, plain: dict, run_dir: Path) -> dict:
     try:
         # --- train ----------------------------------------------------------------------------
         def loss_fn(module, batch, generator=None):
-            return backbone.training_loss(module, batch, generator=generator)
+            return train_loss(module, batch, generator=generator)
 
         if migration is not None:
             migration.record(0)
@@ -1157,7 +1164,7 @@ def _execute(cfg: Any, plain: dict, run_dir: Path) -> dict:
 
         # --- the model that is sampled: merged, then delta / pruning --------------------------
         ecfg = plain.get("eval") or {}
-        prompts = eval_prompt_list(ecfg)
+        prompts = custom.eval_prompts if custom is not None else eval_prompt_list(ecfg)  # [customisation]
         sampler_module = None
         if (prompts and main) or diag["subspace"] or dcfg is not None \
                 or diag["prune_threshold"] is not None:
@@ -1206,7 +1213,11 @@ def _execute(cfg: Any, plain: dict, run_dir: Path) -> dict:
         metrics_note = None
         t0 = time.perf_counter()
         wanted = list(ecfg.get("metrics") or [])
-        if wanted and texts and main:
+        if wanted and texts and main and custom is not None:  # [customisation]
+            out = custom.evaluate(run_dir / SAMPLES_DIR, texts, wanted, str(device))
+            eval_info = out.pop("eval_info", None)
+            metrics = out
+        elif wanted and texts and main:
             try:
                 from sara.evaluate import evaluate
             except ModuleNotFoundError as e:
