@@ -98,7 +98,7 @@ class TextualInversion(Method):
             raise ValueError(f"textual_inversion: placeholder token {self.placeholder_token!r} is already in the "
                              "tokenizer; choose a new one")
         self.token_id = int(tok.convert_tokens_to_ids(self.placeholder_token))
-        te.resize_token_embeddings(len(tok))
+        te.resize_token_embeddings(len(tok), mean_resizing=False)  # the new row is set below
         base = te.get_input_embeddings()
         with torch.no_grad():
             init = base.weight[init_ids].float().mean(0)
