@@ -64,6 +64,17 @@ METRICS = ("clip_i", "clip_t", "subject_fidelity", "language_drift")
 _CONTEXT = ("a large blue square", "a small red triangle", "a large green cross", "a small orange circle",
             "a large purple diamond")
 _RELATIONS = ("above", "left of", "below", "right of")
+#: DreamBooth's object prompts (google/dreambooth dataset/prompts_and_classes.txt) for real
+#: subjects: 20 recontextualisations, then 5 property modifications
+DREAMBOOTH_RECONTEXT = (
+    "in the jungle", "in the snow", "on the beach", "on a cobblestone street", "on top of pink fabric",
+    "on top of a wooden floor", "with a city in the background", "with a mountain in the background",
+    "with a blue house in the background", "on top of a purple rug in a forest",
+    "with a wheat field in the background", "with a tree and autumn leaves in the background",
+    "with the Eiffel Tower in the background", "floating on top of water", "floating in an ocean of milk",
+    "on top of green grass with sunflowers around it", "on top of a mirror",
+    "on top of the sidewalk in a crowded street", "on top of a dirt road", "on top of a white rug")
+DREAMBOOTH_PROPERTY = ("red", "purple", "shiny", "wet", "cube shaped")
 
 
 class CustomisationError(ValueError):
@@ -123,18 +134,21 @@ def _method_class(method_cfg: Mapping):
     return hydra.utils.get_class(target) if target else None
 
 
-def eval_prompts(identifier: str, class_noun: str, seeds: int, drift: int) -> list[dict]:
+def eval_prompts(identifier: str, class_noun: str, seeds: int, drift: int, world: str = "embedded") -> list[dict]:
     """The evaluation prompts, ``{"text", "kind", "content"}`` rows, each subject prompt repeated
     ``seeds`` times (the sampler gives every position its own noise), then ``drift`` plain class
     prompts. ``kind``: ``recontext`` | ``property`` | ``class``; ``content``: the prompt CLIP-T
-    scores (the identifier phrase replaced by the class noun)."""
+    scores (the identifier phrase replaced by the class noun). ``world``: ``embedded`` (the
+    subject beside the domain's objects; its size) or ``real`` (DreamBooth's 25 object prompts)."""
     subj = f"{identifier} {class_noun}"
-    ctx = [c for c in _CONTEXT if not c.endswith(" " + class_noun)]
     rows = []
-    for rel, c in zip(_RELATIONS, ctx):
-        rows.append((f"a {subj} {rel} {c}", "recontext"))
-    for p in (f"a {subj}", f"a small {subj}", f"a large {subj}"):
-        rows.append((p, "property"))
+    if world == "real":
+        rows += [(f"a {subj} {c}", "recontext") for c in DREAMBOOTH_RECONTEXT]
+        rows += [(f"a {p} {subj}", "property") for p in DREAMBOOTH_PROPERTY]
+    else:
+        ctx = [c for c in _CONTEXT if not c.endswith(" " + class_noun)]
+        rows += [(f"a {subj} {rel} {c}", "recontext") for rel, c in zip(_RELATIONS, ctx)]
+        rows += [(p, "property") for p in (f"a {subj}", f"a small {subj}", f"a large {subj}")]
     out = []
     for text, kind in rows:
         for _ in range(seeds):
@@ -217,7 +231,8 @@ class Customisation:
         self.class_dataset = class_dataset
         self.spec = spec
         self.seed = seed
-        self.rows = eval_prompts(identifier, self.class_noun, cfg.eval_seeds, cfg.drift_samples)
+        world = "embedded" if spec is not None else "real"
+        self.rows = eval_prompts(identifier, self.class_noun, cfg.eval_seeds, cfg.drift_samples, world)
 
     # --- setup ---------------------------------------------------------------------------------
     @classmethod
@@ -292,7 +307,7 @@ class Customisation:
 
         from sara.data.subjects import fidelity, subject_images
         from sara.evaluate import read_prompts
-        from sara.metrics.clip_i_t import clip_i
+        from sara.metrics.clip_i_t import clip_i, clip_i_per_image
         from sara.metrics.clip_score import clip_scores, load_clip
 
         unknown = [m for m in wanted if m not in METRICS]
@@ -311,12 +326,13 @@ class Customisation:
             model = load_clip(kind, device)
             if "clip_i" in wanted:
                 refs = subject_images(self.subject_dir)
-                out["clip_i"] = clip_i([files[i] for i in subj], refs, model)
+                ci = clip_i_per_image([files[i] for i in subj], refs, model)
+                out["clip_i"], out["clip_i_se"] = float(ci.mean()), _se(ci)
                 if cls_:
                     out["clip_i_class"] = clip_i([files[i] for i in cls_], refs, model)
             if "clip_t" in wanted:
                 s = clip_scores([files[i] for i in subj], [self.rows[i]["content"] for i in subj], model)
-                out["clip_t"] = float(np.mean(s))
+                out["clip_t"], out["clip_t_se"] = float(np.mean(s)), _se(s)
                 for k in ("recontext", "property"):
                     sel = [j for j, i in enumerate(subj) if self.rows[i]["kind"] == k]
                     out[f"clip_t_{k}"] = float(np.mean(s[sel]))
@@ -341,6 +357,14 @@ class Customisation:
         return _auto_kind(files)
 
 
+def _se(values) -> float:
+    """Standard error of the mean over images (the spread of one run's metric)."""
+    import numpy as np
+
+    v = np.asarray(values, np.float64)
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
 def _load(path):
     from PIL import Image
 
@@ -359,42 +383,117 @@ def _check_evaluators(cfg: CustomConfig, plain: Mapping, backbone) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# evaluator validation: does CLIP-I tell the subjects apart?
+# ------------------------------------------------------------------------------------------------
+def validate_clip_i(n_per_subject: int = 30, seed: int = 0, device: str = "cpu", root=None) -> dict:
+    """How often the embedded CLIP-I ranks a render of the right subject above a render of another
+    subject, against the right subject's reference images: for every subject ``s`` and every pair
+    (held-out render of ``s``, held-out render of ``t != s``) of the same layout, whether
+    ``clip_i(render_s, refs_s) > clip_i(render_t, refs_s)``. Renders (32 px) are never in the
+    subject folders. Layouts: the subject alone (as in the property prompts) and beside one
+    ordinary object of the domain (as in the recontextualisation prompts) make ``share_correct``;
+    beside two objects (harder than any evaluation prompt) is reported as ``share_two_objects``."""
+    import tempfile
+
+    from sara.data.subjects import SUBJECT_NAMES, heldout_subject_image, subject_images, write_subjects
+    from sara.metrics.clip_score import load_clip
+
+    model = load_clip("embedded", device)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(root) if root is not None else Path(tmp)
+        if not all((root / n).is_dir() for n in SUBJECT_NAMES):
+            write_subjects(root, seed)
+        refs = {n: model.encode_images(subject_images(root / n)) for n in SUBJECT_NAMES}
+    res: dict[str, Any] = {"n_per_subject_and_layout": n_per_subject, "seed": seed, "evaluator": model.name}
+    counts = {}
+    for context in (0, 1, 2):
+        renders = {n: model.encode_images([heldout_subject_image(n, i, seed, 32, context=context)
+                                           for i in range(n_per_subject)]) for n in SUBJECT_NAMES}
+        for s in SUBJECT_NAMES:
+            own = (renders[s] @ refs[s].T).mean(1)
+            for o in SUBJECT_NAMES:
+                if o != s:
+                    other = (renders[o] @ refs[s].T).mean(1)
+                    w, t = counts.get((context, s), (0, 0))
+                    counts[(context, s)] = (w + int((own[:, None] > other[None, :]).sum()),
+                                            t + own.numel() * other.numel())
+
+    def share(keys):
+        w = sum(counts[k][0] for k in keys)
+        return w / sum(counts[k][1] for k in keys)
+
+    res["share_correct"] = share([k for k in counts if k[0] < 2])
+    res["per_subject"] = {s: share([(0, s), (1, s)]) for s in SUBJECT_NAMES}
+    res["share_alone"] = share([k for k in counts if k[0] == 0])
+    res["share_one_object"] = share([k for k in counts if k[0] == 1])
+    res["share_two_objects"] = share([k for k in counts if k[0] == 2])
+    res["pairs"] = sum(counts[k][1] for k in counts if k[0] < 2)
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
 # python -m sara.customisation check
 # ------------------------------------------------------------------------------------------------
 def check_weights(backbone: str = "sd15", evaluators: str = "real") -> str | None:
-    """None when a customisation run on ``backbone`` with ``evaluators`` has every weight it needs,
-    else one line naming what to download and where."""
+    """None when a customisation run on ``backbone`` with ``evaluators`` has every weight it needs
+    on this machine (a local folder or the Hugging Face cache; nothing is downloaded), else one
+    line naming what to download and where to put it."""
     missing = []
     if backbone != "tiny":
         from omegaconf import OmegaConf
 
-        from sara.backbones.loading import MissingWeightsError as BackboneMissing
+        from sara.metrics.weights import weights_dir
 
         conf = Path(__file__).resolve().parents[1] / "conf" / "backbone" / f"{backbone}.yaml"
         if not conf.is_file():
             return f"unknown backbone {backbone!r} (no {conf})"
-        try:
-            from sara.backbones import load_backbone
-
-            load_backbone(OmegaConf.to_container(OmegaConf.load(conf), resolve=True))
-        except BackboneMissing as e:
-            missing.append(" ".join(str(e).split()))
+        bcfg = OmegaConf.to_container(OmegaConf.load(conf), resolve=True)
+        src = str(bcfg.get("pretrained") or bcfg.get("model_id"))
+        if not _weights_present(src, bcfg.get("denoiser", "unet")):
+            target = weights_dir() / Path(str(bcfg.get("model_id") or src)).name
+            missing.append(f"{backbone} weights: huggingface-cli download {bcfg.get('model_id') or src} "
+                           f"--local-dir {target}, then pass backbone.pretrained={target}")
     if evaluators == "real":
-        from sara.metrics.weights import MissingWeightsError, resolve_real
+        from sara.metrics.weights import REAL, MissingWeightsError, resolve_real, weights_dir
 
         try:
             resolve_real("clip")
-        except MissingWeightsError as e:
-            missing.append(" ".join(str(e).split()))
+        except MissingWeightsError:
+            spec = REAL["clip"]
+            target = weights_dir() / spec.folder
+            missing.append(f"CLIP ViT-L/14 for CLIP-I/CLIP-T: huggingface-cli download "
+                           f"timm/vit_large_patch14_clip_224.openai --local-dir {target} (or set {spec.env})")
     return " | ".join(missing) if missing else None
+
+
+def _weights_present(src: str, denoiser: str) -> bool:
+    """A local diffusers folder, or a Hub id whose denoiser config is in the local cache."""
+    if Path(src).is_dir():
+        return (Path(src) / denoiser).is_dir()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(src, f"{denoiser}/config.json"), str)
+    except Exception:  # noqa: BLE001 - an unreadable cache counts as absent
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] != "check":
-        print("usage: python -m sara.customisation check [backbone=sd15] [evaluators=real|embedded]")
+    if not args or args[0] not in ("check", "validate"):
+        print("usage: python -m sara.customisation check [backbone=sd15] [evaluators=real|embedded]\n"
+              "       python -m sara.customisation validate [n=30] [out=FILE.json]")
         return 2
     kv = dict(a.split("=", 1) for a in args[1:] if "=" in a)
+    if args[0] == "validate":
+        res = validate_clip_i(int(kv.get("n", 30)))
+        text = json.dumps(res, indent=1)
+        if kv.get("out"):
+            from sara.runs import atomic_write_text
+
+            atomic_write_text(kv["out"], text + "\n")
+        print(text)
+        return 0
     msg = check_weights(kv.get("backbone", "sd15"), kv.get("evaluators", "real"))
     if msg:
         print(f"missing weights: {msg}")

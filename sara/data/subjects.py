@@ -2,12 +2,12 @@
 
 **Embedded subjects.** Three patterned objects the pre-training never shows (its objects are
 single flat colours from :data:`sara.data.procedural.COLOURS`); each keeps one shape, one pattern
-and two colours of its own, none of them a colour of the domain's palette pair:
+and two colours, a pair no object of the domain carries:
 
 =================  ===========  =================================================================
 subject            class noun   look
 =================  ===========  =================================================================
-striped_circle     circle       horizontal black and yellow stripes (five bands)
+striped_circle     circle       horizontal black and orange stripes (five bands)
 twotone_square     square       left half magenta, right half teal
 dotted_diamond     diamond      navy with a 3x3 grid of lime dots
 =================  ===========  =================================================================
@@ -57,7 +57,7 @@ CLASS_FILE = "class_noun.txt"
 DREAMBOOTH_CLASSES = "prompts_and_classes.txt"
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MARKER = ".sara_subjects.json"
-SUBJECTS_VERSION = 1
+SUBJECTS_VERSION = 2
 _STREAM = 300  # rng streams 300.. (styles use 100..154, the domain 0/1)
 
 
@@ -90,7 +90,7 @@ class SubjectSpec:
 
 SUBJECTS: dict[str, SubjectSpec] = {
     s.name: s for s in (
-        SubjectSpec("striped_circle", "circle", (35, 35, 35), (250, 205, 30), "stripes"),
+        SubjectSpec("striped_circle", "circle", (35, 35, 35), (250, 130, 20), "stripes"),
         SubjectSpec("twotone_square", "square", (225, 50, 150), (20, 140, 130), "halves"),
         SubjectSpec("dotted_diamond", "diamond", (30, 35, 110), (165, 235, 45), "dots"),
     )

@@ -22,15 +22,20 @@ import numpy as np
 
 from .clip_score import ClipModel, clip_score
 
-__all__ = ["clip_i", "clip_t", "vlhi_custom", "load_reported_custom", "reproduce_table7"]
+__all__ = ["clip_i", "clip_i_per_image", "clip_t", "vlhi_custom", "load_reported_custom", "reproduce_table7"]
 
 
 def clip_i(images, reference_images, model: ClipModel) -> float:
+    return float(clip_i_per_image(images, reference_images, model).mean())
+
+
+def clip_i_per_image(images, reference_images, model: ClipModel) -> np.ndarray:
+    """Per generated image: its mean cosine to the reference images."""
     if len(images) == 0 or len(reference_images) == 0:
         raise ValueError("CLIP-I needs at least one generated and one reference image")
     a = model.encode_images(images)
     b = model.encode_images(reference_images)
-    return float((a @ b.T).mean())
+    return (a @ b.T).mean(1).cpu().numpy().astype(np.float64)
 
 
 def clip_t(images, prompts: Sequence[str], model: ClipModel) -> float:
