@@ -2,7 +2,7 @@
 paper's numbers beside ours and Table 7's claims (App. D) checked.
 
 Reads the result records under ``--root`` (experiment ``custom``: the DreamBooth rows and Textual
-Inversion; experiment ``custom_base``: the pre-trained model sampled with the same prompts) and
+Inversion; experiment ``custom--base``: the pre-trained model sampled with the same prompts) and
 writes into ``--out``:
 
 * ``table7.md`` / ``table7.csv``: CLIP-I, CLIP-T and VLHI per subject and their Mean (VLHI over the
@@ -36,7 +36,7 @@ from sara.metrics.clip_i_t import load_reported_custom, reproduce_table7, vlhi_c
 from sara.runs import iter_results
 from sara.stats import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, SE_MULTIPLE
 
-EXPERIMENT, BASE_EXPERIMENT = "custom", "custom_base"
+EXPERIMENT, BASE_EXPERIMENT = "custom", "custom--base"
 ROWS = ["textual_inversion", "full", "lora", "adaptformer", "lt_sft", "sara"]
 LABELS = {"textual_inversion": "Textual Inversion", "full": "DreamBooth + Full", "lora": "DreamBooth + LoRA",
           "adaptformer": "DreamBooth + AdaptFormer", "lt_sft": "DreamBooth + LT-SFT",

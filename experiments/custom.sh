@@ -22,6 +22,6 @@ python run.py -m +experiment=custom "$@" || status=$?                           
 # DreamBooth (full fine-tuning): twice the tiny model's default rate for the short schedule
 python run.py -m +experiment=custom method=full budget=none train.lr=2e-4 "$@" || status=$?
 python run.py -m +experiment=custom method=textual_inversion budget=none "$@" || status=$?
-python run.py -m +experiment=custom method=full budget=none train.steps=0 experiment_name=custom_base "$@" || status=$?
+python run.py -m +experiment=custom method=full budget=none train.steps=0 experiment_name=custom--base "$@" || status=$?
 python -m analysis.table7_custom --root outputs/runs --out outputs/analysis/custom || status=$?
 exit $status

@@ -280,3 +280,11 @@ def test_run_custom_smoke(method, tmp_path):
     assert rec["status"] == "complete"
     for k in ("clip_i", "clip_t", "subject_fidelity", "language_drift"):
         assert isinstance(rec["metrics"][k], float), k
+
+
+@pytest.mark.slow
+def test_clip_i_tells_the_subjects_apart():
+    from sara.customisation import validate_clip_i
+
+    res = validate_clip_i(n_per_subject=30)
+    assert res["share_correct"] >= 0.95, res
