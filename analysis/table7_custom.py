@@ -254,11 +254,15 @@ def _combine(*results: tuple[str, str]) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- figure
 def fig14(df: pd.DataFrame, path: Path, n_prompts: int = 3) -> Path | None:
-    """Per subject: the first reference image, then per row (pre-trained first) the first seed of
-    the first ``n_prompts`` evaluation prompts (plain, then recontextualisations)."""
+    """Per subject: a reference image, then per row (pre-trained first) the first seed of three
+    evaluation prompts: the plain subject prompt, the plain class prompt (language drift) and a
+    recontextualisation. ``[V]`` stands for the identifier (``sks``; ``<sks>`` for Textual
+    Inversion)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import re
+
     import matplotlib.pyplot as plt
     from PIL import Image
 
@@ -268,9 +272,13 @@ def fig14(df: pd.DataFrame, path: Path, n_prompts: int = 3) -> Path | None:
     subjects = sorted(df["subject"].unique())
     if not rows or not subjects:
         return None
+
+    def generic(text: str) -> str:
+        return re.sub(r"(<sks>|\bsks\b)", "[V]", text)
+
     ncols = 1 + len(rows)
-    fig, axes = plt.subplots(len(subjects) * n_prompts, ncols, figsize=(1.25 * ncols, 1.3 * len(subjects) * n_prompts),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(subjects) * n_prompts, ncols,
+                             figsize=(1.1 * ncols + 1.2, 1.15 * len(subjects) * n_prompts), squeeze=False)
     for si, subject in enumerate(subjects):
         runs = df[df["subject"] == subject].set_index("row")
         picks = None
@@ -279,33 +287,36 @@ def fig14(df: pd.DataFrame, path: Path, n_prompts: int = 3) -> Path | None:
                 continue
             sdir = Path(runs.at[row, "run_dir"]) / "samples"
             recs = [json.loads(x) for x in (sdir / "prompts.jsonl").read_text().splitlines() if x.strip()]
-            if picks is None:  # first seed of each distinct prompt: the plain one first, then recontexts
-                firsts = {}
-                for k, rr in enumerate(recs):
-                    firsts.setdefault(rr["text"], k)
-                order = sorted(firsts, key=lambda s: (len(s.split()) > 3, firsts[s]))
-                picks = [firsts[s] for s in order[:n_prompts]]
-            for pi, k in enumerate(picks):
+            firsts: dict[str, int] = {}
+            for k, rr in enumerate(recs):
+                firsts.setdefault(generic(rr["text"]), k)
+            if picks is None:  # the plain subject prompt, the class prompt, then a recontextualisation
+                order = sorted(firsts, key=lambda t: (len(t.split()) > 3, "[V]" not in t, firsts[t]))
+                picks = [order[0], order[1], order[2]][:n_prompts] if len(order) >= 3 else order
+                picks = [p for p in picks if "[V]" in p and len(p.split()) <= 3] + \
+                        [p for p in picks if "[V]" not in p] + [p for p in picks if len(p.split()) > 3]
+            for pi, text in enumerate(picks):
+                if text not in firsts:
+                    continue
                 ax = axes[si * n_prompts + pi, ci + 1]
-                ax.imshow(Image.open(sdir / recs[k]["file_name"]).convert("RGB"), interpolation="nearest")
+                ax.imshow(Image.open(sdir / recs[firsts[text]]["file_name"]).convert("RGB"), interpolation="nearest")
                 if si == 0 and pi == 0:
-                    ax.set_title(LABELS[row].replace("DreamBooth + ", "DB+").replace(" (no fine-tuning)", ""),
+                    ax.set_title(LABELS[row].replace("DreamBooth + ", "DB + ").replace(" (no fine-tuning)", ""),
                                  fontsize=6)
                 if ci == 0:
-                    axes[si * n_prompts + pi, 0].text(1.0, 0.5, recs[k]["text"].replace(" above", "\nabove")
-                                                      .replace(" left", "\nleft").replace(" below", "\nbelow")
-                                                      .replace(" right", "\nright"), fontsize=5, ha="right",
-                                                      va="center", transform=axes[si * n_prompts + pi, 0].transAxes)
+                    ax.set_ylabel(text.replace(" above", "\nabove").replace(" left", "\nleft")
+                                  .replace(" below", "\nbelow").replace(" right", "\nright"), fontsize=5,
+                                  rotation=0, ha="right", va="center")
         refdir = _subject_dir(df[df["subject"] == subject])
         if refdir is not None:
-            ref = Image.open(subject_images(refdir)[0]).convert("RGB")
-            axes[si * n_prompts, 0].imshow(ref, interpolation="nearest")
+            axes[si * n_prompts, 0].imshow(Image.open(subject_images(refdir)[0]).convert("RGB"),
+                                           interpolation="nearest")
+            axes[si * n_prompts, 0].set_title(f"{subject}\n(reference)", fontsize=6)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-        for s in ax.spines.values():
-            s.set_visible(False)
-    fig.suptitle("Customisation samples (first column: a reference image and the prompts)", fontsize=7)
+        for sp in ax.spines.values():
+            sp.set_visible(False)
     fig.tight_layout(pad=0.2)
     fig.savefig(path, dpi=200)
     plt.close(fig)
