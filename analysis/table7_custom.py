@@ -9,6 +9,7 @@ writes into ``--out``:
   six rows of a subject, the Mean column its own group of mean CLIP-I / mean CLIP-T, as the paper
   computes it; :func:`sara.metrics.clip_i_t.vlhi_custom`), the paper's Table 7 beside it, and the
   ground-truth table: subject fidelity and language drift per row, the pre-trained model included;
+* ``subjects.png``: the embedded subjects' reference images;
 * ``fig14_custom.png``: a Fig. 14-like grid, per subject one reference image and, per row, the
   first seed of three evaluation prompts;
 * ``table7_claims.md`` / ``table7_claims.json``: each claim of App. D quoted verbatim with its
@@ -323,6 +324,36 @@ def fig14(df: pd.DataFrame, path: Path, n_prompts: int = 3) -> Path | None:
     return path
 
 
+def subjects_figure(path: Path, seed: int = 0) -> Path:
+    """The embedded subjects' reference images (as written by sara.data.subjects), one row each."""
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from sara.data.subjects import N_IMAGES, SUBJECT_NAMES, SUBJECTS, subject_images, write_subjects
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_subjects(tmp, seed)
+        fig, axes = plt.subplots(len(SUBJECT_NAMES), N_IMAGES, figsize=(1.0 * N_IMAGES, 1.1 * len(SUBJECT_NAMES)),
+                                 squeeze=False)
+        for i, name in enumerate(SUBJECT_NAMES):
+            for j, f in enumerate(subject_images(Path(tmp) / name)):
+                axes[i, j].imshow(Image.open(f).convert("RGB"), interpolation="nearest")
+            axes[i, 0].set_ylabel(f"{name}\n('{SUBJECTS[name].class_noun}')", fontsize=6, rotation=0, ha="right",
+                                  va="center")
+        for ax in axes.ravel():
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.tight_layout(pad=0.2, rect=(0.16, 0, 1, 1))
+        fig.savefig(path, dpi=150)
+        plt.close(fig)
+    return path
+
+
 def _subject_dir(runs: pd.DataFrame) -> Path | None:
     for d in runs["run_dir"].dropna():
         rec = Path(d) / "result.json"
@@ -405,6 +436,7 @@ def main(argv=None) -> list[Path]:
            f"{reproduce_table7()['abs_err'].max():.3f} (all 24)."]
     (out / "table7.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     written.append(out / "table7.md")
+    written.append(subjects_figure(out / "subjects.png"))
     if not df.empty:
         g = fig14(df, out / "fig14_custom.png")
         if g is not None:
