@@ -191,7 +191,6 @@ def _paper_rows() -> pd.DataFrame:
 def claims(df: pd.DataFrame) -> list[dict]:
     t = table7(df)
     p = _paper_rows()
-    dreambooth_others = ["full", "adaptformer", "lt_sft", "sara", "textual_inversion"]
     peft_low = ["full", "adaptformer", "lt_sft"]
 
     def paper(cond: bool) -> str:

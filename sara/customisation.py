@@ -174,9 +174,7 @@ def ensure_class_images(backbone, class_noun: str, n: int, seed: int, root: str 
                         batch_size: int = 25) -> Path:
     """Generate ``n`` images of ``"a <class>"`` with the (base) ``backbone`` into a cached folder
     (images + ``metadata.jsonl``), atomically and under a lock; reuse it when complete."""
-    import shutil
-    import uuid
-
+    from sara.data.folder import write_folder
     from sara.data.subjects import class_prompt
     from sara.runs import _file_lock
     from sara.sample import _png_bytes
@@ -195,24 +193,17 @@ def ensure_class_images(backbone, class_noun: str, n: int, seed: int, root: str 
     with _file_lock(folder.parent / f".{folder.name}.lock"):
         if ok():
             return folder
-        tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        def fill(tmp: Path) -> None:
             prompt = class_prompt(class_noun)
-            images = backbone.sample([prompt] * n, seed=seed, batch_size=batch_size)
             lines = []
-            for i, im in enumerate(images):
+            for i, im in enumerate(backbone.sample([prompt] * n, seed=seed, batch_size=batch_size)):
                 fn = f"{i:04d}.png"
                 (tmp / fn).write_bytes(_png_bytes(im))
                 lines.append(json.dumps({"file_name": fn, "text": prompt}))
             (tmp / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
             (tmp / ".class_images.json").write_text(json.dumps(marker) + "\n")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+
+        write_folder(folder, fill)
     log.info("generated %d class images of %r with the base model: %s", n, class_noun, folder)
     return folder
 

@@ -38,15 +38,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .folder import DatasetError
+from .folder import DatasetError, write_folder
+from .styles import png_bytes
 from .procedural import (BACKGROUND, BACKGROUND_JITTER, MARGIN, SceneObject, composite, coverage_mask,
                          downsample, inside_shape, render, sample_scene, scene_rng, to_uint8)
 
@@ -166,12 +165,6 @@ def heldout_subject_image(name: str, index: int, seed: int = 0, size: int = SUBJ
 # --------------------------------------------------------------------------------------------
 # writing and reading folders
 # --------------------------------------------------------------------------------------------
-def png_bytes(img: np.ndarray) -> bytes:
-    from .styles import png_bytes as _png
-
-    return _png(img)
-
-
 def write_subjects(root: str | os.PathLike, seed: int = 0, names: Sequence[str] | None = None,
                    n_images: int = N_IMAGES) -> dict[str, Path]:
     """Write ``root/<subject>/00.png ...`` + ``class_noun.txt`` for each embedded subject,
@@ -181,21 +174,15 @@ def write_subjects(root: str | os.PathLike, seed: int = 0, names: Sequence[str] 
     out = {}
     for name in (SUBJECT_NAMES if names is None else names):
         spec = _check_subject(name)
-        tmp = root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+
+        def fill(tmp: Path, name=name, spec=spec) -> None:
             for i in range(n_images):
                 (tmp / f"{i:02d}.png").write_bytes(png_bytes(subject_image(name, i, seed)))
             (tmp / CLASS_FILE).write_text(spec.class_noun + "\n", encoding="utf-8")
             (tmp / MARKER).write_text(json.dumps({"name": name, "seed": int(seed), "count": n_images,
                                                   "version": SUBJECTS_VERSION}, sort_keys=True) + "\n")
-            final = root / name
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+
+        write_folder(root / name, fill)
         out[name] = root / name
     return out
 
