@@ -193,6 +193,7 @@ def ensure_class_images(backbone, class_noun: str, n: int, seed: int, root: str 
     with _file_lock(folder.parent / f".{folder.name}.lock"):
         if ok():
             return folder
+
         def fill(tmp: Path) -> None:
             prompt = class_prompt(class_noun)
             lines = []
