@@ -17,6 +17,9 @@ fishmask       ``sara.methods.fishmask.FishMask``          k
 full           ``sara.methods.full.FullFineTune``          none
 =============  ==========================================  =========================================
 
+``textual_inversion`` (``sara.methods.textual_inversion.TextualInversion``, customisation runs only)
+trains one new token's text-encoder embedding row and no denoiser weight; it has no knob.
+
 Budget solving and ``python -m sara.budget``: :mod:`sara.budget`. Imports here stay lazy (diffusers
 and peft load only with the method that needs them).
 """
