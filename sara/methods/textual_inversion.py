@@ -71,9 +71,9 @@ class TextualInversion(Method):
         self.run_dir: Path | None = None
         self._trainable: list[nn.Parameter] = []
 
-    # --- budget: one row, whatever the budget ----------------------------------------------------
+    # --- budget: one text-encoder row, whatever the budget -------------------------------------------
     def solve_budget(self, denoiser: nn.Module, target: int):
-        return None, self._dim()
+        return None, 0  # no entry of the denoiser is trained
 
     def _dim(self) -> int:
         return int(self.embedding.row.numel()) if self.embedding is not None else 0
