@@ -395,6 +395,9 @@ def main(argv=None) -> list[Path]:
     ap = argparse.ArgumentParser(prog="python -m analysis.table7_custom", description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default="outputs/runs", help="run directories (result.json records)")
     ap.add_argument("--out", default="outputs/analysis/custom")
+    ap.add_argument("--results", default=None,
+                    help="a results table (accepted for the experiment runner; the per-run records, samples and "
+                         "per-image spreads are read from --root)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
