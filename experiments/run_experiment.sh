@@ -6,6 +6,8 @@
 #   SWEEPS=("+experiment=<name> [overrides]" ...)   # one `python run.py -m ...` per entry
 #   ANALYSES=("<analysis module> [its options]" ...)  # one `python -m analysis.<module> ...` per entry
 #   RESULTS_OF=<experiment id>                        # optional: the runs to collect (default: <name>)
+#   PREFLIGHT=("<module> [options]" ...)               # optional: `python -m <module> ... <overrides>`
+#                                                     # before any run; a failure stops the experiment
 # and writes outputs/runs/<id>*/..., outputs/results/<name>.csv and outputs/analysis/<name>/.
 # The command-line arguments (hydra overrides) go to every `run.py` call.
 #
@@ -46,6 +48,15 @@ step() {
   fi
 }
 
+[[ -v PREFLIGHT ]] || PREFLIGHT=()
+for check in "${PREFLIGHT[@]}"; do  # e.g. weights a real-scale run needs: one line, then stop
+  read -ra words <<< "$check"
+  if [[ -n "${EXPERIMENT_DRY_RUN:-}" ]]; then
+    echo python -m "${words[@]}" "$@"
+  else
+    python -m "${words[@]}" "$@" || exit 1
+  fi
+done
 for sweep in "${SWEEPS[@]}"; do
   read -ra overrides <<< "$sweep"
   step python run.py -m "${overrides[@]}" "$@"

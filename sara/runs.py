@@ -156,7 +156,7 @@ def _run(cfg: Any, plain: dict, run_dir: Path) -> dict:
     try:
         tres, diagnostics, weights = _train(s, tcfg, diag, accelerator, run_dir, wb)
         ecfg = plain.get("eval") or {}
-        prompts = eval_prompt_list(ecfg)
+        prompts = s.custom.eval_prompts if s.custom is not None else eval_prompt_list(ecfg)
         sampler_module, delta_info = _model_to_sample(s, diag, dcfg, sources, diagnostics, seed,
                                                       sample=bool(prompts and main))
         t0 = time.perf_counter()
@@ -228,6 +228,7 @@ class _Setup:
     optimizer: Any
     migration: MigrationHook | None
     w0_sub: dict | None
+    custom: Any = None  # sara.customisation.Customisation of a DreamBooth / Textual Inversion run
 
 
 def _setup(plain: dict, tcfg: Any, diag: dict, accelerator, run_dir: Path) -> _Setup:
@@ -245,7 +246,13 @@ def _setup(plain: dict, tcfg: Any, diag: dict, accelerator, run_dir: Path) -> _S
     budget = budget_target(plain.get("budget"), n_denoiser)
     tuned_key = tuple(str((plain.get(g) or {}).get("name")) for g in ("backbone", "method", "budget"))
     tcfg.lr, lr_record = resolve_lr(tcfg.lr, backbone.denoiser, budget, tuned_key)
-    dataset, dataset_dir = build_dataset(plain["data"], backbone.resolution, accelerator)
+    custom = None
+    if (plain.get("data") or {}).get("kind") == "subject":  # before the method is applied
+        from sara.customisation import Customisation
+
+        custom = Customisation.from_config(plain, backbone, accelerator)
+    dataset, dataset_dir = ((custom.dataset, custom.subject_dir) if custom is not None else
+                            build_dataset(plain["data"], backbone.resolution, accelerator))
     log.info("run %s: backbone %s (%d denoiser params), %d training items, budget %s",
              run_dir, backbone.name, n_denoiser, len(dataset), budget)
     # W0 of the analysed weights, before the method touches the denoiser (calibration phases too)
@@ -253,7 +260,7 @@ def _setup(plain: dict, tcfg: Any, diag: dict, accelerator, run_dir: Path) -> _S
 
     def ctx_loss(module, batch):
         with accelerator.autocast():
-            return backbone.training_loss(module, batch)
+            return _training_loss(backbone, custom)(module, batch)
 
     ctx = PrepareContext(
         loss_fn=ctx_loss,
@@ -262,7 +269,8 @@ def _setup(plain: dict, tcfg: Any, diag: dict, accelerator, run_dir: Path) -> _S
         steps=tcfg.steps, seed=seed,
         extra={"backbone": backbone, "accelerator": accelerator, "run_dir": run_dir,
                "batch_size": tcfg.batch_size, "lr": tcfg.lr,
-               "max_grad_norm": tcfg.max_grad_norm})
+               "max_grad_norm": tcfg.max_grad_norm,
+               "class_noun": custom.class_noun if custom is not None else None})
     method = hydra.utils.instantiate(plain["method"], _convert_="all")
     migration = None
     if diag["migration_every"] is not None:  # the initial selection is taken from W0
@@ -273,7 +281,12 @@ def _setup(plain: dict, tcfg: Any, diag: dict, accelerator, run_dir: Path) -> _S
     optimizer = method.make_optimizer(lr=tcfg.lr, weight_decay=tcfg.weight_decay,
                                       betas=tuple(tcfg.betas))
     return _Setup(backbone, n_denoiser, budget, lr_record, dataset, dataset_dir, method, model,
-                  optimizer, migration, w0_sub)
+                  optimizer, migration, w0_sub, custom)
+
+
+def _training_loss(backbone, custom):
+    """The diffusion loss, or a customisation run's (instance + prior-preservation) loss."""
+    return custom.training_loss if custom is not None else backbone.training_loss
 
 
 def _train(s: _Setup, tcfg: Any, diag: dict, accelerator, run_dir: Path, wb):
@@ -282,7 +295,7 @@ def _train(s: _Setup, tcfg: Any, diag: dict, accelerator, run_dir: Path, wb):
     from sara.train import Trainer
 
     def loss_fn(module, batch, generator=None):
-        return s.backbone.training_loss(module, batch, generator=generator)
+        return _training_loss(s.backbone, s.custom)(module, batch, generator=generator)
 
     diagnostics: dict = {}
     if s.migration is not None:
@@ -362,6 +375,10 @@ def _evaluate(s: _Setup, plain: dict, ecfg: dict, texts: list[str], run_dir: Pat
     wanted = list(ecfg.get("metrics") or [])
     if not (wanted and texts and main):
         return metrics, eval_info, metrics_note, dataset_dir
+    if s.custom is not None:  # CLIP-I / CLIP-T / subject fidelity / language drift
+        out = dict(s.custom.evaluate(run_dir / SAMPLES_DIR, texts, wanted, str(device)))
+        eval_info = out.pop("eval_info", None)
+        return out, eval_info, metrics_note, dataset_dir
     try:
         from sara.evaluate import evaluate
     except ModuleNotFoundError as e:

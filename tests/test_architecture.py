@@ -147,7 +147,7 @@ LAYERS = {
     "sara.train": 3, "sara.sample": 3, "sara.evaluate": 3, "sara.budget": 3,
     "sara.analysis_math": 3, "sara.results": 3, "sara.stats": 3, "sara.lr_search": 3,
     "sara.weights": 3,
-    "sara.hooks": 4, "sara.preflight": 4, "sara.export": 4,
+    "sara.hooks": 4, "sara.preflight": 4, "sara.export": 4, "sara.customisation": 4,
     "sara.runs": 5, "sara.cli": 5,
     "sara": 6,  # the package's public API
 }

@@ -185,7 +185,11 @@ def test_runner_commands(sh):
     assert results == [f"python -m sara.results --root outputs/runs --experiment "
                        f"{EXPECTED_ID.get(name, name)} --csv {table}"]
     analyses = [ln.split() for ln in lines if ln.startswith("python -m analysis.")]
-    assert len(runs) + len(results) + len(analyses) == len(lines)
+    preflight = [ln for ln in lines if ln.startswith("python -m ") and not ln.startswith(
+        ("python -m sara.results ", "python -m analysis."))]
+    assert all(ln.endswith(" backbone=sd15 seed=[0,1]") for ln in preflight)
+    assert lines[:len(preflight)] == preflight  # checks come before any run
+    assert len(preflight) + len(runs) + len(results) + len(analyses) == len(lines)
     for words in analyses:
         assert (REPO / "analysis" / f"{words[2].split('.', 1)[1]}.py").is_file(), words
         assert words[3:7] == ["--results", table, "--out", f"outputs/analysis/{name}"], words

@@ -22,6 +22,9 @@ super_tuning   ``sara.methods.super_tuning.SuperTuning``   sparsity (peft; nn.Li
 Each method writes what it trained into the run directory (``method.save_weights``, the one
 registration point for files; :mod:`sara.weights` lists the formats).
 
+``textual_inversion`` (``sara.methods.textual_inversion.TextualInversion``, customisation runs only)
+trains one new token's text-encoder embedding row and no denoiser weight; it has no knob.
+
 Budget solving and ``python -m sara.budget``: :mod:`sara.budget`. Imports here stay lazy (diffusers
 and peft load only with the method that needs them).
 """
