@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .identity import model_fingerprint
+from .norms import affine_partners, drop_grad
 from .selection import Selection, index_dtype
 
 _ATTR = "_sara_sparse"
@@ -142,10 +143,28 @@ class SparseParameters:
             if self.count(n) > 0:
                 self._param_handles[n] = self._params[n].register_post_accumulate_grad_hook(
                     functools.partial(self._accumulate, n))
+        self._partner_handles: dict[str, object] = {}
+        self._pair_norm_affines(model)
         self._handles = [model.register_forward_pre_hook(self._pre_forward),
                          model.register_state_dict_pre_hook(self._pre_state_dict),
                          model.register_load_state_dict_post_hook(self._post_load)]
         object.__setattr__(model, _ATTR, self)
+
+    def _pair_norm_affines(self, model: nn.Module) -> None:
+        """A trained weight or bias of a normalisation layer makes its frozen partner require
+        grad, its gradient dropped at once (see :mod:`sara.core.norms`); re-run after the set of
+        trained tensors changes."""
+        params = dict(model.named_parameters())
+        for n, h in self._partner_handles.items():
+            h.remove()
+            params[n].requires_grad_(False)
+            params[n].grad = None
+        trained = {n for n in self.names if self.count(n) > 0}
+        partners = affine_partners(model, trained)
+        for p in partners.values():
+            p.requires_grad_(True)
+        self._partner_handles = {n: p.register_post_accumulate_grad_hook(drop_grad)
+                                 for n, p in partners.items()}
 
     @property
     def attached(self) -> bool:
@@ -158,9 +177,10 @@ class SparseParameters:
         if model is None:
             raise ValueError("these sparse parameters are not attached to a model any more")
         self.sync()
-        for h in list(self._param_handles.values()) + self._handles:
+        for h in (list(self._param_handles.values()) + list(self._partner_handles.values())
+                  + self._handles):
             h.remove()
-        self._param_handles, self._handles = {}, []
+        self._param_handles, self._partner_handles, self._handles = {}, {}, []
         for n, p in model.named_parameters():
             p.grad = None
             p.requires_grad_(self._orig_requires_grad.get(n, False) if restore_requires_grad
@@ -292,6 +312,7 @@ class SparseParameters:
                 self._param_handles.pop(n).remove()
                 self._params[n].requires_grad_(False)
                 self._params[n].grad = None
+        self._pair_norm_affines(self._model)
         self.abs_pending = bool(abs_init)
         self._synced_version = None
         self.sync()
