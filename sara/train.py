@@ -477,6 +477,10 @@ class Trainer:
                         mininterval=1.0)
         self.model.train()
         clip = cfg.max_grad_norm is not None and cfg.max_grad_norm > 0
+        if clip and getattr(self.method, "compat", None) == "official":
+            # the authors' training script effectively never clips SaRA's updates
+            log.info("compat=official: gradients are not clipped (train.max_grad_norm ignored)")
+            clip = False
         try:
             while self.step < cfg.steps:
                 step_losses = []

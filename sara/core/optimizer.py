@@ -9,8 +9,8 @@ model, and at ``progressive_iter`` shrinks the selection to the entries still be
 at the selected entries until the first update (and again right after re-selection), with the
 gradient taken through ``abs``; (b) the rank loss is computed and logged but never changes the
 values; (c) the re-selection step performs no update and resets the Adam moments and step
-count; (d) whole-tensor boolean masks are kept in memory; the rank-loss candidates are 2-D
-weights only. Not reproduced: the authors' re-selection also restarts the optimizer's param
+count; (d) whole-tensor boolean masks are kept in memory. In both modes the rank-loss
+candidates are 2-D weights (conv weights as matrices only with ``rank_conv=True``, ours). Not reproduced: the authors' re-selection also restarts the optimizer's param
 groups at the initial lr (only visible with a recursive scheduler) and keeps a dense ``.grad``
 from the rank loss (a memory effect only).
 """
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .rank_loss import RankLoss
+from .sampled_grad import crossover_for
 from .selection import ParamSpec, Selection, select
 from .sparse import SparseParameters, wrap
 
@@ -73,7 +74,12 @@ class SaRA(torch.optim.AdamW):
             rules (``"threshold"``, ``"smallest"``); it is skipped for the others.
         rank_targets: ``"random"`` (one eligible matrix per step, as the authors) or ``"all"``.
         rank_min_side: eligibility ``min(matrix shape) > rank_min_side``.
+        rank_conv: also constrain conv weights viewed as ``[out, in·kh·kw]`` matrices (off: the
+            specification and the authors' code constrain 2-D weights only).
         compat: ``"ours"`` or ``"official"`` (see the module docstring).
+        sampled_wgrad: linear/conv layers whose trained share of the weight is below this
+            density compute their weight gradient at the trained entries only ("auto": the
+            device's measured crossover; None: never). Same gradients either way.
     """
 
     def __init__(self, model: nn.Module, threshold: float | None = 2e-3,
@@ -82,7 +88,8 @@ class SaRA(torch.optim.AdamW):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  params: ParamSpec = None, rule: str = "threshold", k: int | None = None,
                  rank_targets: str = "random", rank_min_side: int = 64, compat: str = "ours",
-                 seed: int = 0, selection: Selection | None = None, fused: bool | None = None):
+                 seed: int = 0, selection: Selection | None = None, fused: bool | None = None,
+                 rank_conv: bool = False, sampled_wgrad: float | str | None = "auto"):
         if compat not in COMPAT:
             raise ValueError(f"compat must be one of {COMPAT}, got {compat!r}")
         if progressive_iter is not None and (isinstance(progressive_iter, bool)
@@ -91,7 +98,10 @@ class SaRA(torch.optim.AdamW):
                              f"{progressive_iter!r}")
         official = compat == "official"
         # Validate the rank-loss options before the model is touched.
-        rank = RankLoss(lambda_rank, rank_targets, rank_min_side, seed, only_2d=official)
+        if official and rank_conv:
+            raise ValueError("compat='official' constrains 2-D weights only; rank_conv=True "
+                             "needs compat='ours'")
+        rank = RankLoss(lambda_rank, rank_targets, rank_min_side, seed, conv=rank_conv)
         if selection is None:
             if rule == "threshold" and k is not None:
                 raise ValueError("k is a budget for rule='smallest'/'largest'/'random'; "
@@ -101,7 +111,9 @@ class SaRA(torch.optim.AdamW):
         theta = selection.threshold
         if lr is None:
             lr = lr_from_threshold(theta if theta is not None else threshold)
-        sparse = wrap(model, selection, abs_init=official, dense_masks=official)
+        crossover_for(next(iter(model.parameters())).device, sampled_wgrad)  # validate first
+        sparse = wrap(model, selection, abs_init=official, dense_masks=official,
+                      sampled_wgrad=sampled_wgrad)
         sparse.meta["compat"] = compat
         if fused is None:
             # One fused kernel over the flat leaf wherever torch has one (CUDA, and CPU since
@@ -269,7 +281,7 @@ class SaRA(torch.optim.AdamW):
             raise ValueError("optimizer state belongs to another base model: fingerprint "
                              f"{saved['fingerprint'][:16]} != {fp[:16]}")
         old.detach_from_model(restore_requires_grad=True)
-        self.sparse = SparseParameters.from_state(model, saved)
+        self.sparse = SparseParameters.from_state(model, saved, sampled_wgrad=old.sampled_wgrad)
         self.param_groups[0]["params"] = [self.sparse.values]
         self.state.clear()
         self.iteration = int(sara["iteration"])
