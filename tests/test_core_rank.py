@@ -155,11 +155,12 @@ def _sparse_p(rows, cols, density, seed, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("shape,density", [((1024, 128), 0.058), ((128, 1024), 0.058),
-                                           ((160, 160), 0.058), ((96, 200), 0.3)])
+                                           ((160, 160), 0.058), ((96, 200), 0.3),
+                                           ((100, 160), 0.058)])
 def test_gram_subgradient_matches_autograd_nuclear_norm(shape, density):
-    """The Gram-eigendecomposition gradient against autograd of torch.linalg.matrix_norm(P,
-    "nuc") in float64, at the trained entries, on sparse matrices like SaRA's (tall and wide
-    take the float32-Gram path, the square one is ill conditioned and takes float64)."""
+    """The subgradient against autograd of torch.linalg.matrix_norm(P, "nuc") in float64, at the
+    trained entries, on sparse matrices like SaRA's: elongated ones through the Gram (float32
+    Gram; float64 when ill conditioned), near-square ones through the SVD of the tall view."""
     from sara.core.rank_loss import nuclear_norm_and_subgradient
 
     p, idx = _sparse_p(*shape, density, seed=sum(shape))
@@ -171,18 +172,19 @@ def test_gram_subgradient_matches_autograd_nuclear_norm(shape, density):
     ref = ref_p.grad.reshape(-1)[idx]
     got = g.reshape(-1)[idx].double()
     assert float(nuc) == pytest.approx(float(nuc_ref.detach()), rel=1e-6)
-    assert float((got - ref).abs().max() / ref.abs().max()) < 2e-6
+    square = max(shape) < 2 * min(shape)  # float32 SVD: as accurate as autograd's own
+    assert float((got - ref).abs().max() / ref.abs().max()) < (1e-4 if square else 2e-6)
     # float64 in, float64 out: exact to float64 rounding
     nuc64, g64 = nuclear_norm_and_subgradient(p.double())
-    assert float((g64.reshape(-1)[idx] - ref).abs().max() / ref.abs().max()) < 1e-9
+    assert float((g64.reshape(-1)[idx] - ref).abs().max() / ref.abs().max()) < 1e-8
 
 
 def test_gram_subgradient_rank_deficient_is_minimum_norm():
-    """Zero singular values contribute nothing: U_r V_rᵀ over the nonzero ones."""
+    """Gram route: zero singular values contribute nothing, U_r V_rᵀ over the nonzero ones."""
     from sara.core.rank_loss import nuclear_norm_and_subgradient
 
     g = torch.Generator().manual_seed(0)
-    p = (torch.randn(80, 3, generator=g) @ torch.randn(3, 50, generator=g)).double()
+    p = (torch.randn(200, 3, generator=g) @ torch.randn(3, 50, generator=g)).double()
     u, s, vh = torch.linalg.svd(p, full_matrices=False)
     ref = u[:, :3] @ vh[:3]
     nuc, sub = nuclear_norm_and_subgradient(p)
