@@ -914,12 +914,22 @@ def measure_crossover(arch: str, device: str, resolution: int, batch_size: int,
     crossover is the largest density at which the sampled path is faster for the layers'
     summed time (0 if it never is). On CPU the times are process CPU seconds."""
     import torch
+
+    threads_before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _crossover(arch, device, resolution, batch_size, densities, reps)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _crossover(arch, device, resolution, batch_size, densities, reps) -> dict:
+    import torch
     from torch import nn
     from sara.backbones import load_denoiser_config
     from sara.core.sampled_grad import SampledLayer
 
-    if threads:
-        torch.set_num_threads(threads)
     cfg = load_denoiser_config(arch)
     widths = list(cfg.get("block_out_channels", (320, 640, 1280)))
     cross = cfg.get("cross_attention_dim", 768)
@@ -1001,8 +1011,11 @@ def main(argv=None) -> int:
             "steps": steps, "warmup": warmup, "lr": args.lr, "lt_sft_selection": args.lt_sft_selection,
             "threads": args.threads}
     try:
-        from sara.backbones import KNOWN_PARAM_COUNTS, load_denoiser_config  # noqa: F401
-        n_params_guess = KNOWN_PARAM_COUNTS.get(args.arch, REFERENCE_PARAMS)
+        from sara.backbones import KNOWN_PARAM_COUNTS, build_denoiser_from_config
+        n_params_guess = KNOWN_PARAM_COUNTS.get(args.arch)
+        if n_params_guess is None:  # a config file: count on the meta device (no memory)
+            n_params_guess = sum(p.numel() for p in
+                                 build_denoiser_from_config(args.arch, device="meta").parameters())
     except Exception:
         n_params_guess = REFERENCE_PARAMS
     print(f"memory_speed: arch={args.arch} device={args.device} dtype={args.dtype} resolutions={resolutions} "
@@ -1015,11 +1028,17 @@ def main(argv=None) -> int:
         cspec = {"crossover": {"arch": args.arch, "device": args.device,
                                "resolution": resolutions[0], "batch_size": max(batch_sizes),
                                "threads": args.threads}}
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(cspec)]
-        env = dict(os.environ, PYTHONPATH=str(REPO) + (os.pathsep + os.environ["PYTHONPATH"]
-                                                         if os.environ.get("PYTHONPATH") else ""))
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        found = [json.loads(l[len(MARK):]) for l in proc.stdout.splitlines() if l.startswith(MARK)]
+        if args.fresh_process == "none":
+            found, err = [measure_crossover(**cspec["crossover"])], ""
+        else:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(cspec)]
+            env = dict(os.environ, PYTHONPATH=str(REPO) + (os.pathsep + os.environ["PYTHONPATH"]
+                                                             if os.environ.get("PYTHONPATH") else ""))
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env)
+            found = [json.loads(l[len(MARK):]) for l in proc.stdout.splitlines()
+                     if l.startswith(MARK)]
+            err = proc.stderr.strip()[-300:]
         if found:
             cr = found[0]
             print(f"weight-gradient crossover on {args.device} ({args.arch}, {resolutions[0]} px, "
@@ -1034,8 +1053,7 @@ def main(argv=None) -> int:
                 Path(str(Path(args.json).with_suffix("")) + "_crossover.json").write_text(
                     json.dumps(cr, indent=1))
         else:
-            print(f"weight-gradient crossover: measurement failed: {proc.stderr.strip()[-300:]}",
-                  flush=True)
+            print(f"weight-gradient crossover: measurement failed: {err}", flush=True)
 
     def save():
         fill_floor(records)

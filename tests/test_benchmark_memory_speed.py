@@ -179,6 +179,9 @@ def test_cli_in_process_writes_valid_records(tmp_path, capsys):
     lines = [ln for ln in capsys.readouterr().out.strip().splitlines() if ln.strip()]
     assert all(ln.split()[0] in ("PASS", "MISS", "N/A") for ln in lines[-4:])
     assert any("peak/floor" in ln for ln in lines)
+    crossover = [ln for ln in lines if ln.startswith("weight-gradient crossover on cpu")]
+    assert len(crossover) == 1 and "sampled path wins below density" in crossover[0]
+    assert json.loads((tmp_path / "records_crossover.json").read_text())["layers"]
 
 
 @pytest.mark.slow

@@ -7,7 +7,10 @@ it stays an ordinary module (``state_dict``, ``.to()``, ``eval()``, ``no_grad`` 
 Gradient path: tensors with selected entries keep ``requires_grad=True``; a post-accumulate-grad
 hook on each moves ``W.grad[idx]`` into ``values.grad`` and drops ``W.grad`` right away, so one
 dense gradient exists only transiently (one tensor at a time) and none persists. Every other
-tensor is frozen and never gets a ``.grad``.
+tensor is frozen and never gets a ``.grad`` (except a normalisation layer's frozen weight or bias
+whose partner trains: its gradient is dropped at once, :mod:`sara.core.norms`). Layers below the
+``sampled_wgrad`` density skip the dense gradient altogether (:mod:`sara.core.sampled_grad`).
+DDP is told to ignore every touched tensor; the optimizer averages ``values.grad`` itself.
 
 Value path: ``sync()`` writes ``values`` into the weights in place (O(k)); the SaRA optimizer
 calls it after each step, and a forward pre-hook on the root model calls it whenever ``values``
