@@ -912,7 +912,8 @@ def measure_crossover(arch: str, device: str, resolution: int, batch_size: int,
     each UNet width, with the token counts of ``resolution`` and ``batch_size``): the dense GEMM
     against the gradient at ``density`` random entries only (``sara.core.sampled_grad``). The
     crossover is the largest density at which the sampled path is faster for the layers'
-    summed time (0 if it never is). On CPU the times are process CPU seconds."""
+    summed time (0 if it never is), for the linear and 1x1 layers and for the 3x3 convs apart.
+    On CPU the times are process CPU seconds."""
     import torch
 
     threads_before = torch.get_num_threads()
@@ -942,8 +943,9 @@ def _crossover(arch, device, resolution, batch_size, densities, reps) -> dict:
                    ("linear_ff", nn.Linear(c, 8 * c), (batch_size, side * side, c)),
                    ("conv1x1", nn.Conv2d(c, c, 1), (batch_size, c, side, side)),
                    ("conv3x3", nn.Conv2d(c, c, 3, padding=1), (batch_size, c, side, side))]
-    dense_t, rows = 0.0, []
-    sampled_t = {d: 0.0 for d in densities}
+    # per group: the layers "auto" routes (linear, 1x1 conv) and the 3x3 convs it leaves dense
+    dense_t, rows = {"linear_1x1": 0.0, "conv3x3": 0.0}, []
+    sampled_t = {g: {d: 0.0 for d in densities} for g in dense_t}
 
     # CPU: process CPU time (all threads), steadier than wall time on a shared machine
     clock = time.perf_counter if device.startswith("cuda") else time.process_time
@@ -967,8 +969,9 @@ def _crossover(arch, device, resolution, batch_size, densities, reps) -> dict:
         y = mod(x)
         g = torch.randn_like(y)
         mod.weight.requires_grad_(True)
+        group = "conv3x3" if kind == "conv3x3" else "linear_1x1"
         dense = timed(lambda: torch.autograd.grad(mod(x), mod.weight, g))
-        dense_t += dense
+        dense_t[group] += dense
         row = {"layer": kind, "weight": list(mod.weight.shape), "input": list(shape), "dense_s": dense}
         for d in densities:
             k = max(1, int(mod.weight.numel() * d))
@@ -978,13 +981,16 @@ def _crossover(arch, device, resolution, batch_size, densities, reps) -> dict:
             t_s = timed(lambda: torch.autograd.grad(layer.forward(xg), xg, g))
             t_d = timed(lambda: torch.autograd.grad(mod(xg), (xg, mod.weight), g))
             row[f"sampled_{d:g}_s"], row[f"dense_with_input_grad_{d:g}_s"] = t_s, t_d
-            sampled_t[d] += t_s - (t_d - dense)  # compare weight-gradient work only
+            sampled_t[group][d] += t_s - (t_d - dense)  # compare weight-gradient work only
         rows.append(row)
-    faster = [d for d in densities if sampled_t[d] < dense_t]
-    return {"device": device, "arch": arch, "resolution": resolution, "batch_size": batch_size,
-            "threads": torch.get_num_threads(), "dense_s": dense_t,
-            "sampled_s": {f"{d:g}": v for d, v in sampled_t.items()},
-            "crossover_density": max(faster) if faster else 0.0, "layers": rows}
+    out = {"device": device, "arch": arch, "resolution": resolution, "batch_size": batch_size,
+           "threads": torch.get_num_threads(), "layers": rows}
+    for grp, suffix in (("linear_1x1", ""), ("conv3x3", "_conv3x3")):
+        faster = [d for d in densities if sampled_t[grp][d] < dense_t[grp]]
+        out["dense_s" + suffix] = dense_t[grp]
+        out["sampled_s" + suffix] = {f"{d:g}": v for d, v in sampled_t[grp].items()}
+        out["crossover_density" + suffix] = max(faster) if faster else 0.0
+    return out
 
 
 def main(argv=None) -> int:
@@ -1042,11 +1048,12 @@ def main(argv=None) -> int:
         if found:
             cr = found[0]
             print(f"weight-gradient crossover on {args.device} ({args.arch}, {resolutions[0]} px, "
-                  f"batch {max(batch_sizes)}, {cr['threads']} thread(s)): dense {cr['dense_s']:.3f} s "
-                  f"over {len(cr['layers'])} layers; at trained density "
+                  f"batch {max(batch_sizes)}, {cr['threads']} thread(s)): linear and 1x1 layers "
+                  f"dense {cr['dense_s']:.3f} s; sampled at trained density "
                   + ", ".join(f"{d}: {v:.3f} s" for d, v in cr["sampled_s"].items())
                   + f" -> sampled path wins below density {cr['crossover_density']:g} "
-                  f"(sara.core.sampled_grad.CROSSOVER_DENSITY uses "
+                  f"(3x3 convs: {cr['crossover_density_conv3x3']:g}; "
+                  f"sara.core.sampled_grad.CROSSOVER_DENSITY uses "
                   f"{_default_crossover(args.device)})", flush=True)
             if args.json:
                 Path(args.json).parent.mkdir(parents=True, exist_ok=True)

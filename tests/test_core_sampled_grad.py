@@ -101,6 +101,11 @@ def test_crossover_picks_layers_by_density():
     sp = wrap(m, _selection(m, 0.05), sampled_wgrad=0.01)
     assert sp.sampled_layers == []
     assert crossover_for(torch.device("cpu"), None) == 0.0
+    merge(m)
+    sp = wrap(m, _selection(m, 0.005), sampled_wgrad="auto")  # linear and 1x1 only
+    limit = crossover_for(torch.device("cpu"), "auto")
+    assert set(sp.sampled_layers) == ({"proj.weight", "lin.weight", "out.weight"} if limit > 0.005
+                                      else set())
     with pytest.raises(ValueError, match="sampled_wgrad"):
         crossover_for(torch.device("cpu"), 2.0)
 

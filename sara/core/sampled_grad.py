@@ -21,23 +21,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: Density below which a layer's weight gradient is computed at its trained entries only, per
-#: device type ("auto"). CPU: ``memory_speed.py --crossover`` on SD 1.5's layer shapes (256 px,
-#: batch 4, one thread) found the sampled path slower than the dense GEMM summed over the layers
-#: at every density from 0.2% up (docs/benchmark.md), so it is off; CUDA: not measured yet, off.
-#: ``sampled_wgrad=<density>`` turns it on explicitly.
-CROSSOVER_DENSITY = {"cpu": 0.0, "cuda": 0.0}
+#: Density below which a linear or 1x1-conv layer's weight gradient is computed at its trained
+#: entries only, per device type ("auto"). CPU: ``memory_speed.py --crossover`` on SD 1.5's layer
+#: shapes (256 px, batch 4, one thread; benchmarks/results/sd15_cpu_crossover.json): the linear
+#: and 1x1 layers' weight-gradient work is 0.46-0.49 s sampled against 0.69 s dense from 0.2% to
+#: 1% density, 0.65 s at 2%, 0.99 s at 5%. 3x3 convs lose at every density (0.81 s at 0.2%
+#: against 0.73 s dense), so "auto" leaves them dense. CUDA: not measured yet, off.
+CROSSOVER_DENSITY = {"cpu": 0.02, "cuda": 0.0}
 
 #: Elements gathered per block (rows x tokens): small enough to stay in cache.
 BLOCK_ELEMENTS = 1 << 16
 
 
-def supports(module: nn.Module) -> bool:
-    """Linear layers and zero-padded, ungrouped 2-D convolutions."""
+def supports(module: nn.Module, auto: bool = False) -> bool:
+    """Linear layers and zero-padded, ungrouped 2-D convolutions; with ``auto`` only those
+    where the sampled path can win (linear and 1x1 conv: a kxk conv needs one shifted copy of
+    its input per kernel offset)."""
     if type(module) is nn.Linear:
         return True
-    return (type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
-            and not isinstance(module.padding, str))
+    ok = (type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
+          and not isinstance(module.padding, str))
+    return ok and (not auto or tuple(module.kernel_size) == (1, 1))
 
 
 def crossover_for(device: torch.device, setting) -> float:

@@ -217,7 +217,8 @@ class SparseParameters:
             return
         for prefix, mod in model.named_modules():
             name = f"{prefix}.weight" if prefix else "weight"
-            if name not in self._params or self.count(name) == 0 or not supports(mod):
+            if (name not in self._params or self.count(name) == 0
+                    or not supports(mod, auto=self.sampled_wgrad == "auto")):
                 continue
             if self.count(name) / mod.weight.numel() >= limit:
                 continue
