@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Memory and speed benchmark at Stable Diffusion scale (paper Fig. 5, App. I; issue 7).
+"""Memory and speed benchmark at Stable Diffusion scale (paper Fig. 5, App. I).
 
 Peak memory and step time of one training step (forward + backward + optimizer step + zero_grad)
 of a randomly initialised Stable Diffusion denoiser, per fine-tuning method, batch size and
@@ -54,7 +54,7 @@ absolute times taken on different days or on a shared machine. On a CPU shared w
 region waits for whichever of its threads the scheduler has taken away.
 
 The last lines printed are the ratios (method / floor, method / LoRA with dropout 0.1) and
-PASS/MISS for each "Done when" target of issue 7.
+PASS/MISS for each target (T1-T7, docs/benchmark.md).
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ REFERENCE_PARAMS = 859_520_964
 RECORD_KEYS = ("method", "batch_size", "resolution", "device", "budget", "trainable", "peak_bytes",
                "step_s", "floor_bytes", "dense_grad_bytes_frozen")
 REFERENCES = ("floor", "floor_wgrad")
-#: the comparator of the LoRA targets (issue 7: "LoRA (dropout 0.1)")
+#: the comparator of the LoRA targets ("LoRA (dropout 0.1)")
 LORA_REF = "lora_dropout"
 #: bytes of the smallest flat index that can address any entry of one tensor (< 2**31 entries)
 INDEX_BYTES_PER_ENTRY = 4
@@ -671,7 +671,7 @@ def fill_floor(records: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# ratios and the issue's targets
+# ratios and the targets
 # ------------------------------------------------------------------------------------------------
 def _get(records, method, res, bs):
     for r in records:
@@ -693,7 +693,7 @@ def _f(x, spec=".2f"):
 
 
 def evaluate_targets(records: list[dict]) -> list[dict]:
-    """Issue 7's "Done when" targets, per resolution: a list of
+    """The targets T1-T7 (docs/benchmark.md), per resolution: a list of
     ``{"target", "status" (PASS|MISS|N/A), "detail"}``."""
     out = []
     resolutions = sorted({r["resolution"] for r in records})
