@@ -127,3 +127,18 @@ def test_reselection_rebuilds_sampled_layers():
     ref_sp.sync()
     ref(x).square().mean().backward()
     torch.testing.assert_close(sp.values.grad, ref_sp.values.grad, rtol=1e-6, atol=1e-9)
+
+
+def test_sara_method_passes_sampled_wgrad_and_initial_storage():
+    from sara.methods.sara import SaRAMethod
+
+    m = SaRAMethod(threshold=0.05, lambda_rank=0, progressive_iter=None, lr=1e-3,
+                   sampled_wgrad=1.0, initial_storage="device")
+    net = _Net()
+    m.apply(net)
+    assert m.sparse.sampled_wgrad == 1.0 and m.sparse.initial_storage == "device"
+    assert len(m.sparse.sampled_layers) == 5
+    with pytest.raises(ValueError, match="sampled_wgrad"):
+        SaRAMethod(sampled_wgrad=3)
+    with pytest.raises(ValueError, match="initial_storage"):
+        SaRAMethod(initial_storage="gpu")
