@@ -270,6 +270,14 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------------------------------------
 # trainer
 # ------------------------------------------------------------------------------------------------
+def _needs_ddp(model: nn.Module) -> bool:
+    """Whether DDP has anything to synchronise: a trainable parameter outside the model's DDP
+    ignore list (sparse methods put their touched tensors there and average their own flat
+    gradient, so a model they train alone needs no DDP wrapper and no dense bucket)."""
+    ignored = set(getattr(model, "_ddp_params_and_buffers_to_ignore", ()))
+    return any(p.requires_grad for n, p in model.named_parameters() if n not in ignored)
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -329,7 +337,8 @@ class Trainer:
         if cfg.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
             model.enable_gradient_checkpointing()
         self.raw_model = model
-        self.model = acc.prepare_model(model) if acc.num_processes > 1 else model
+        self.model = (acc.prepare_model(model) if acc.num_processes > 1 and _needs_ddp(model)
+                      else model)
         self.raw_optimizer = optimizer
         self.optimizer = acc.prepare_optimizer(optimizer, device_placement=False)
         from diffusers.optimization import get_scheduler
@@ -489,6 +498,10 @@ class Trainer:
                         mininterval=1.0)
         self.model.train()
         clip = cfg.max_grad_norm is not None and cfg.max_grad_norm > 0
+        if clip and getattr(self.method, "compat", None) == "official":
+            # the authors' training script effectively never clips SaRA's updates
+            log.info("compat=official: gradients are not clipped (train.max_grad_norm ignored)")
+            clip = False
         try:
             while self.step < cfg.steps:
                 step_losses = []
@@ -510,6 +523,10 @@ class Trainer:
                         step_losses.append(self._check_finite(loss, self.step))
                         acc.backward(loss / cfg.grad_accum)
                 grad_norm = None
+                if hasattr(self.raw_optimizer, "all_reduce_grad"):
+                    # sparse methods average their flat gradient across processes themselves
+                    # (once, before clipping, so every process clips the same gradient)
+                    self.raw_optimizer.all_reduce_grad()
                 if clip:
                     # read the groups each step: SaRA's re-selection replaces its trained leaves
                     params = [p for g in self.raw_optimizer.param_groups for p in g["params"]]

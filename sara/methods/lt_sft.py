@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from sara.core import select_from_scores
+from sara.core.norms import affine_partners, drop_grad
 from sara.core.selection import index_dtype, resolve_params
 from sara.core.sparse import read_entries, write_entries
 
@@ -151,6 +152,10 @@ class LTSFT(SparseMethod):
             self._dense_w0[n] = read_entries(p, self._dense_idx[n]).clone()
             p.requires_grad_(True)
             self._hooks.append(p.register_hook(lambda g, m=mask: torch.where(m, g, torch.zeros((), dtype=g.dtype, device=g.device))))
+        # a norm layer's frozen weight/bias trains along with its partner's (sara.core.norms)
+        for p in affine_partners(denoiser, set(self._dense)).values():
+            p.requires_grad_(True)
+            self._hooks.append(p.register_post_accumulate_grad_hook(drop_grad))
         self.module = denoiser
         self.optimizer = None
 

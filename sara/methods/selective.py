@@ -108,7 +108,9 @@ class SparseMethod(Method):
             # own load_state_dict).
             opt = self.optimizer
             official = opt.compat == "official"
-            sp = wrap(denoiser, selection, dense_masks=official)
+            sp = wrap(denoiser, selection, dense_masks=official,
+                      sampled_wgrad=opt.sparse.sampled_wgrad,
+                      initial_storage=opt.sparse.initial_storage)
             sp.meta["compat"] = opt.compat
             opt.sparse = sp
             opt.param_groups[0]["params"] = [sp.values]
