@@ -8,11 +8,19 @@ training script uses ``1000 + seed`` and monitors on ``2000 + seed``), and every
 through the suite's own metric code (``sara.metrics.clip_score.load_clip``,
 ``sara.metrics.fid.compute_fid`` on folders of PNGs, ``sara.metrics.embedded.load_attr_vqa``).
 
-Checks (targets of issue 5):
-  clip_retrieval     text->image top-1 among 100 held-out pairs (50 base, 50 styled) >= 0.90; a
-                     hit is an image whose true caption is the query (identical captions occur)
-  clip_attribute     score(image, caption) > score(image, caption with one colour/shape/size of
-                     one object changed), over held-out images >= 0.90
+Captions carry content only (no style words): the CLIP evaluator must follow content whatever
+the style (style strength is FID's job; the style classifier is reported as info).
+
+Checks:
+  clip_top1_base     text->image top-1 among 100 held-out base renders >= 0.90; a hit is an
+                     image whose true caption is the query (identical captions occur)
+  clip_top1_styled   the same among 100 styled renders (20 per style) >= 0.90
+  clip_top1_gap      |clip_top1_base - clip_top1_styled| <= 0.03
+  clip_attr_change_win[_base|_styled]  score(image, caption) > score(image, caption with one
+                     colour/shape/size of one object changed) >= 0.95, over all held-out images,
+                     over base renders and over styled renders
+  info: clip_score_style_shift  mean CLIP score of a styled render minus that of the plain render
+                     of the same scene (same caption): near 0 when the score ignores style
   fid_style_<S>      FID(two disjoint samples of style S) <= 0.10 * FID(base domain, S): as FID is
                      used, one sample the size of S's dataset (the reference) and one of 500 (the
                      paper's number of generated images); the base sample has 500 too. The ratio
@@ -54,22 +62,37 @@ def _save(folder: Path, images) -> Path:
     return folder
 
 
-def check_clip(zoo, device, seed, workers, n_attr):
+def _top1(clip, items) -> tuple[float, float]:
+    """Text->image top-1 among ``items`` (hit: the retrieved image has the query's caption;
+    identical captions occur) and the exact-index rate."""
+    texts = [it["text"] for it in items]
+    fi = clip.encode_images([it["image"] for it in items])
+    ft = clip.encode_texts(texts)
+    best = (ft @ fi.T).argmax(1).cpu().numpy()
+    hits = [texts[int(b)] == texts[i] for i, b in enumerate(best)]
+    return float(np.mean(hits)), float(np.mean(best == np.arange(len(items))))
+
+
+def check_clip(zoo, device, seed, workers, n_attr, n_retrieval=100):
+    """Captions carry content only (``evaluator_data``): the CLIP score must follow content
+    whatever the style. Retrieval galleries: ``n_retrieval`` base renders; ``n_retrieval`` styled
+    renders (an equal share per style)."""
     from sara.metrics.clip_score import load_clip
 
     clip = load_clip("embedded", device=device, weights=zoo)
     vseed = 3000 + seed
-    items = ED.make_items("base", 50, vseed, workers)
-    for s in ED.KINDS_STYLES:
-        items += ED.make_items(s, 10, vseed, workers)
-    ims = [it["image"] for it in items]
-    texts = [it["text"] for it in items]
-    fi = clip.encode_images(ims)
-    ft = clip.encode_texts(texts)
-    best = (ft @ fi.T).argmax(1).cpu().numpy()
-    hits = [texts[int(b)] == texts[i] for i, b in enumerate(best)]
-    exact = float(np.mean(best == np.arange(len(items))))
-    retrieval = float(np.mean(hits))
+    per_style = max(1, n_retrieval // len(ED.KINDS_STYLES))
+    base = ED.make_items("base", n_retrieval, vseed, workers)
+    styled = [x for s in ED.KINDS_STYLES for x in ED.make_items(s, per_style, vseed, workers, with_plain=True)]
+    top1_base, exact_base = _top1(clip, base)
+    # style shift: score(styled render, caption) - score(plain render of the same scene, caption)
+    ft = clip.encode_texts([it["text"] for it in styled])
+    s_styled = 100 * (clip.encode_images([it["image"] for it in styled]) * ft).sum(-1).cpu().numpy()
+    s_plain = 100 * (clip.encode_images([ED.to32(it["plain64"]) for it in styled]) * ft).sum(-1).cpu().numpy()
+    shift = s_styled - s_plain
+    kinds_r = np.array([it["kind"] for it in styled])
+    top1_styled, exact_styled = _top1(clip, styled)
+    top1_styled_by = {s: _top1(clip, [x for x in styled if x["kind"] == s])[0] for s in ED.KINDS_STYLES}
 
     rng = np.random.default_rng(vseed)
     att = ED.make_items("base", n_attr // 2, vseed, workers, start=1000)
@@ -82,14 +105,40 @@ def check_clip(zoo, device, seed, workers, n_attr):
     neg_s = (fi * clip.encode_texts(neg)).sum(-1)
     win = (pos_s > neg_s).cpu().numpy()
     kinds = np.array([it["kind"] for it in att])
+    by_kind = {k: float(win[kinds == k].mean()) for k in ED.KINDS}
     return {
-        "clip_retrieval": retrieval,
-        "clip_retrieval_exact_index": exact,
-        "clip_attribute": float(win.mean()),
-        "clip_attribute_by_kind": {k: float(win[kinds == k].mean()) for k in ED.KINDS},
+        "clip_top1_base": top1_base,
+        "clip_top1_styled": top1_styled,
+        "clip_top1_gap": abs(top1_base - top1_styled),
+        "clip_top1_styled_by_style": top1_styled_by,
+        "clip_top1_exact_index": {"base": exact_base, "styled": exact_styled},
+        "clip_retrieval_n": {"base": len(base), "styled": len(styled)},
+        "clip_score_style_shift": float(shift.mean()),
+        "clip_score_style_shift_by_style": {k: float(shift[kinds_r == k].mean()) for k in ED.KINDS_STYLES},
+        "clip_score_plain_mean": float(s_plain.mean()),
+        "clip_attr_change_win": float(win.mean()),
+        "clip_attr_change_win_base": by_kind["base"],
+        "clip_attr_change_win_styled": float(win[kinds != "base"].mean()),
+        "clip_attr_change_win_by_kind": by_kind,
         "clip_mean_score_matching": float(100 * pos_s.mean()),
         "clip_mean_score_changed": float(100 * neg_s.mean()),
     }
+
+
+def check_style_classifier(zoo, device, seed, workers, n_per_kind):
+    """Style-classifier accuracy (an extra metric beside FID): the FID network's style head on
+    held-out renders, base + five styles (:func:`sara.metrics.style_acc.style_predictions`)."""
+    from sara.metrics.style_acc import load_style_classifier, style_predictions
+
+    net = load_style_classifier(zoo, device)
+    vseed = 3000 + seed
+    out = {}
+    for k in ED.KINDS:
+        items = ED.make_items(k, n_per_kind, vseed, workers, start=30000)
+        pred = style_predictions([it["image"] for it in items], net)
+        out[k] = float(np.mean([p == k for p in pred]))
+    return {"style_classifier_acc": float(np.mean(list(out.values()))), "style_classifier_acc_by_kind": out,
+            "style_classifier_n_per_kind": n_per_kind}
 
 
 def check_fid(zoo, device, seed, workers, n_base, n_blend, tmp: Path, n_style=None, n_eval=500):
@@ -172,6 +221,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=ED.default_workers())
     p.add_argument("--n-attr", type=int, default=1000)
     p.add_argument("--n-vqa", type=int, default=1000)
+    p.add_argument("--n-style-cls", type=int, default=200, help="held-out renders per kind for the style classifier")
     p.add_argument("--n-base", type=int, default=500)
     p.add_argument("--n-blend", type=int, default=300)
     p.add_argument("--n-style", type=int, default=None, help="images of the dataset-like sample (default: the dataset's size)")
@@ -181,11 +231,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller samples (smoke test; thresholds still applied)")
     a = p.parse_args(argv)
     if a.quick:
-        a.n_attr, a.n_vqa, a.n_base, a.n_blend, a.n_style, a.n_eval = 60, 60, 40, 20, 30, 40
+        a.n_attr, a.n_vqa, a.n_base, a.n_blend, a.n_style, a.n_eval, a.n_style_cls = 60, 60, 40, 20, 30, 40, 10
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     t0 = time.time()
     res = {"zoo": a.zoo, "seed": a.seed, "validation_seed": 3000 + a.seed, "device": device}
     res.update(check_clip(a.zoo, device, a.seed, a.workers, a.n_attr))
+    res.update(check_style_classifier(a.zoo, device, a.seed, a.workers, a.n_style_cls))
     with tempfile.TemporaryDirectory() as tmp:
         fid = check_fid(a.zoo, device, a.seed, a.workers, a.n_base, a.n_blend, Path(tmp), a.n_style, a.n_eval)
     res["fid"] = fid
@@ -193,8 +244,12 @@ def main(argv=None) -> int:
     res["seconds"] = round(time.time() - t0, 1)
 
     checks = [
-        ("clip_retrieval (text->image top-1 of 100)", res["clip_retrieval"], ">=", 0.90),
-        ("clip_attribute (caption beats 1-attribute-changed)", res["clip_attribute"], ">=", 0.90),
+        ("clip_top1_base (text->image top-1 among 100 base renders)", res["clip_top1_base"], ">=", 0.90),
+        ("clip_top1_styled (text->image top-1 among 100 styled renders)", res["clip_top1_styled"], ">=", 0.90),
+        ("clip_top1_gap (|base - styled|)", res["clip_top1_gap"], "<=", 0.03),
+        ("clip_attr_change_win (caption beats 1-attribute-changed)", res["clip_attr_change_win"], ">=", 0.95),
+        ("clip_attr_change_win_base", res["clip_attr_change_win_base"], ">=", 0.95),
+        ("clip_attr_change_win_styled", res["clip_attr_change_win_styled"], ">=", 0.95),
     ]
     for s, r in fid.items():
         checks.append((f"fid_style_{s} (within / base-vs-style = {r['fid_within_style']:.3g} / {r['fid_base_vs_style']:.3g})",
@@ -213,7 +268,13 @@ def main(argv=None) -> int:
         log(f"  info  {s}: FID to style sample at 0..100%: {', '.join(f'{v:.3g}' for v in r['blend_fid_to_style'])}"
             f" (decreasing: {r['blend_monotonic_to_style']}); within/base-vs-style with two {r['n_dataset_sample']}-image "
             f"samples: {r['ratio_equal_n']:.4f}")
-    log(f"  info  CLIP attribute by kind: {json.dumps({k: round(v, 3) for k, v in res['clip_attribute_by_kind'].items()})}")
+    log(f"  info  CLIP score of a styled render minus its plain render (same scene, caption): "
+        f"{res['clip_score_style_shift']:+.2f} (plain mean {res['clip_score_plain_mean']:.1f}); by style "
+        f"{json.dumps({k: round(v, 2) for k, v in res['clip_score_style_shift_by_style'].items()})}")
+    log(f"  info  CLIP top-1 on styled renders by style: {json.dumps({k: round(v, 3) for k, v in res['clip_top1_styled_by_style'].items()})}")
+    log(f"  info  CLIP attribute-change win by kind: {json.dumps({k: round(v, 3) for k, v in res['clip_attr_change_win_by_kind'].items()})}")
+    log(f"  info  style classifier accuracy {res['style_classifier_acc']:.3f}: "
+        f"{json.dumps({k: round(v, 3) for k, v in res['style_classifier_acc_by_kind'].items()})}")
     log(f"  info  VQA accuracy by kind: {json.dumps({k: round(v, 3) for k, v in res['vqa_accuracy_by_kind'].items()})}")
     res["checks"] = [{"name": n, "value": v, "op": o, "target": t} for n, v, o, t in checks]
     res["failed"] = failed
