@@ -523,7 +523,10 @@ def main(argv=None) -> int:
         "versions": versions(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
-    manifest.pop("validation", None)  # stale once retrained; validate_evaluators.py --write-manifest
+    # stale for the retrained models; validate_evaluators.py --write-manifest (--only <retrained parts>
+    # may carry the other parts' results over from here)
+    if manifest.get("validation"):
+        manifest["validation_previous"] = manifest.pop("validation")
     tmp = manifest_path.with_name("manifest.json.tmp")
     tmp.write_text(json.dumps(manifest, indent=1, default=str))
     os.replace(tmp, manifest_path)

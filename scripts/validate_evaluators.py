@@ -213,6 +213,44 @@ def check_vqa(zoo, device, seed, workers, n_items):
             "vqa_accuracy_by_kind": {k: float(ok[kinds == k].mean()) for k in ED.KINDS}}
 
 
+PARTS = ("clip", "style", "fid", "vqa")
+_PART_MODEL = {"clip": "clip", "style": "fid_net", "fid": "fid_net", "vqa": "attr_vqa"}
+_PART_KEYS = {"fid": ("fid",), "vqa": ("vqa_",), "style": ("style_classifier",), "clip": ("clip_",)}
+
+
+def write_manifest(zoo: Path, res: dict, parts: set, command: str) -> None:
+    """Store ``res`` as the manifest's ``validation``. Parts not checked now are carried over from
+    the previous validation (``validation``, or ``validation_previous`` that train_evaluators.py
+    keeps when it retrains some models) — only if their model was not retrained since."""
+    mp = zoo / "manifest.json"
+    m = json.loads(mp.read_text()) if mp.is_file() else {}
+    prev = m.get("validation") or m.get("validation_previous") or {}
+    val = {"command": command, **{k: v for k, v in res.items() if k != "zoo"}}
+    carried = []
+    for part in sorted(set(PARTS) - parts):
+        if _PART_MODEL[part] in m.get("trained_now", []) and prev is m.get("validation_previous"):
+            raise SystemExit(f"--write-manifest: {_PART_MODEL[part]} was retrained since the last validation; "
+                             f"check part {part!r} too (--only ...,{part})")
+        keys = [k for k in prev if any(k.startswith(p) for p in _PART_KEYS[part])]
+        pchecks = [c for c in prev.get("checks", []) if any(c["name"].startswith(p) for p in _PART_KEYS[part])]
+        if not keys and not pchecks:
+            continue
+        for k in keys:
+            val[k] = prev[k]
+        val["checks"] = val["checks"] + pchecks
+        val["failed"] = val["failed"] + [f for f in prev.get("failed", []) if any(f.startswith(p) for p in _PART_KEYS[part])]
+        carried.append(part)
+    if carried:
+        val["carried_over"] = {"parts": carried, "from_command": prev.get("command"), "device": prev.get("device"),
+                               "seconds": prev.get("seconds")}
+        val["passed"] = not val["failed"]
+    m["validation"] = val
+    m.pop("validation_previous", None)
+    tmpf = mp.with_name("manifest.json.tmp")
+    tmpf.write_text(json.dumps(m, indent=1))
+    os.replace(tmpf, mp)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--zoo", default=str(ROOT / "sara" / "zoo" / "evaluators"))
@@ -229,34 +267,49 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--write-manifest", action="store_true", help="store the results in the zoo's manifest.json")
     p.add_argument("--quick", action="store_true", help="smaller samples (smoke test; thresholds still applied)")
+    p.add_argument("--only", default="clip,style,fid,vqa",
+                   help="parts to check (clip, style, fid, vqa); with --write-manifest the other parts' results are "
+                        "carried over from the manifest's previous validation when their models were not retrained")
     a = p.parse_args(argv)
+    parts = set(a.only.split(","))
+    if not parts <= set(PARTS):
+        p.error(f"--only: unknown part(s) {sorted(parts - set(PARTS))}; known: {', '.join(PARTS)}")
     if a.quick:
         a.n_attr, a.n_vqa, a.n_base, a.n_blend, a.n_style, a.n_eval, a.n_style_cls = 60, 60, 40, 20, 30, 40, 10
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     t0 = time.time()
     res = {"zoo": a.zoo, "seed": a.seed, "validation_seed": 3000 + a.seed, "device": device}
-    res.update(check_clip(a.zoo, device, a.seed, a.workers, a.n_attr))
-    res.update(check_style_classifier(a.zoo, device, a.seed, a.workers, a.n_style_cls))
-    with tempfile.TemporaryDirectory() as tmp:
-        fid = check_fid(a.zoo, device, a.seed, a.workers, a.n_base, a.n_blend, Path(tmp), a.n_style, a.n_eval)
-    res["fid"] = fid
-    res.update(check_vqa(a.zoo, device, a.seed, a.workers, a.n_vqa))
+    res["parts"] = sorted(parts)
+    if "clip" in parts:
+        res.update(check_clip(a.zoo, device, a.seed, a.workers, a.n_attr))
+    if "style" in parts:
+        res.update(check_style_classifier(a.zoo, device, a.seed, a.workers, a.n_style_cls))
+    fid = {}
+    if "fid" in parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            fid = check_fid(a.zoo, device, a.seed, a.workers, a.n_base, a.n_blend, Path(tmp), a.n_style, a.n_eval)
+        res["fid"] = fid
+    if "vqa" in parts:
+        res.update(check_vqa(a.zoo, device, a.seed, a.workers, a.n_vqa))
     res["seconds"] = round(time.time() - t0, 1)
 
-    checks = [
-        ("clip_top1_base (text->image top-1 among 100 base renders)", res["clip_top1_base"], ">=", 0.90),
-        ("clip_top1_styled (text->image top-1 among 100 styled renders)", res["clip_top1_styled"], ">=", 0.90),
-        ("clip_top1_gap (|base - styled|)", res["clip_top1_gap"], "<=", 0.03),
-        ("clip_attr_change_win (caption beats 1-attribute-changed)", res["clip_attr_change_win"], ">=", 0.95),
-        ("clip_attr_change_win_base", res["clip_attr_change_win_base"], ">=", 0.95),
-        ("clip_attr_change_win_styled", res["clip_attr_change_win_styled"], ">=", 0.95),
-    ]
+    checks = []
+    if "clip" in parts:
+        checks += [
+            ("clip_top1_base (text->image top-1 among 100 base renders)", res["clip_top1_base"], ">=", 0.90),
+            ("clip_top1_styled (text->image top-1 among 100 styled renders)", res["clip_top1_styled"], ">=", 0.90),
+            ("clip_top1_gap (|base - styled|)", res["clip_top1_gap"], "<=", 0.03),
+            ("clip_attr_change_win (caption beats 1-attribute-changed)", res["clip_attr_change_win"], ">=", 0.95),
+            ("clip_attr_change_win_base", res["clip_attr_change_win_base"], ">=", 0.95),
+            ("clip_attr_change_win_styled", res["clip_attr_change_win_styled"], ">=", 0.95),
+        ]
     for s, r in fid.items():
         checks.append((f"fid_style_{s} (within / base-vs-style = {r['fid_within_style']:.3g} / {r['fid_base_vs_style']:.3g})",
                        r["ratio"], "<=", 0.10))
         checks.append((f"fid_blend_{s} (FID to base at 0..100%: {', '.join(f'{v:.3g}' for v in r['blend_fid_to_base'])})",
                        float(r["blend_monotonic_to_base"]), ">=", 1.0))
-    checks.append(("vqa_accuracy (held-out yes/no)", res["vqa_accuracy"], ">=", 0.95))
+    if "vqa" in parts:
+        checks.append(("vqa_accuracy (held-out yes/no)", res["vqa_accuracy"], ">=", 0.95))
     failed = []
     log(f"evaluator validation ({device}, validation seed {3000 + a.seed}, {res['seconds']}s)")
     for name, v, op, thr in checks:
@@ -268,27 +321,24 @@ def main(argv=None) -> int:
         log(f"  info  {s}: FID to style sample at 0..100%: {', '.join(f'{v:.3g}' for v in r['blend_fid_to_style'])}"
             f" (decreasing: {r['blend_monotonic_to_style']}); within/base-vs-style with two {r['n_dataset_sample']}-image "
             f"samples: {r['ratio_equal_n']:.4f}")
-    log(f"  info  CLIP score of a styled render minus its plain render (same scene, caption): "
-        f"{res['clip_score_style_shift']:+.2f} (plain mean {res['clip_score_plain_mean']:.1f}); by style "
-        f"{json.dumps({k: round(v, 2) for k, v in res['clip_score_style_shift_by_style'].items()})}")
-    log(f"  info  CLIP top-1 on styled renders by style: {json.dumps({k: round(v, 3) for k, v in res['clip_top1_styled_by_style'].items()})}")
-    log(f"  info  CLIP attribute-change win by kind: {json.dumps({k: round(v, 3) for k, v in res['clip_attr_change_win_by_kind'].items()})}")
-    log(f"  info  style classifier accuracy {res['style_classifier_acc']:.3f}: "
-        f"{json.dumps({k: round(v, 3) for k, v in res['style_classifier_acc_by_kind'].items()})}")
-    log(f"  info  VQA accuracy by kind: {json.dumps({k: round(v, 3) for k, v in res['vqa_accuracy_by_kind'].items()})}")
+    if "clip" in parts:
+        log(f"  info  CLIP score of a styled render minus its plain render (same scene, caption): "
+            f"{res['clip_score_style_shift']:+.2f} (plain mean {res['clip_score_plain_mean']:.1f}); by style "
+            f"{json.dumps({k: round(v, 2) for k, v in res['clip_score_style_shift_by_style'].items()})}")
+        log(f"  info  CLIP top-1 on styled renders by style: {json.dumps({k: round(v, 3) for k, v in res['clip_top1_styled_by_style'].items()})}")
+        log(f"  info  CLIP attribute-change win by kind: {json.dumps({k: round(v, 3) for k, v in res['clip_attr_change_win_by_kind'].items()})}")
+    if "style" in parts:
+        log(f"  info  style classifier accuracy {res['style_classifier_acc']:.3f}: "
+            f"{json.dumps({k: round(v, 3) for k, v in res['style_classifier_acc_by_kind'].items()})}")
+    if "vqa" in parts:
+        log(f"  info  VQA accuracy by kind: {json.dumps({k: round(v, 3) for k, v in res['vqa_accuracy_by_kind'].items()})}")
     res["checks"] = [{"name": n, "value": v, "op": o, "target": t} for n, v, o, t in checks]
     res["failed"] = failed
     res["passed"] = not failed
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
     if a.write_manifest:
-        mp = Path(a.zoo) / "manifest.json"
-        m = json.loads(mp.read_text()) if mp.is_file() else {}
-        m["validation"] = {"command": "python scripts/validate_evaluators.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                           **{k: v for k, v in res.items() if k != "zoo"}}
-        tmpf = mp.with_name("manifest.json.tmp")
-        tmpf.write_text(json.dumps(m, indent=1))
-        os.replace(tmpf, mp)
+        write_manifest(Path(a.zoo), res, parts, "python scripts/validate_evaluators.py " + " ".join(sys.argv[1:] if argv is None else argv))
     log("ALL PASSED" if not failed else f"FAILED: {len(failed)} check(s)")
     return 0 if not failed else 1
 
