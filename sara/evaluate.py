@@ -10,6 +10,9 @@ format of a dataset folder's ``metadata.jsonl``). The target dataset is a folder
 (+ ``metadata.jsonl``); ``--dataset NAME`` resolves to ``<data-root>/NAME`` and the embedded style
 datasets are written there on first use (:func:`sara.data.styles.ensure_style_datasets`).
 
+``style_acc`` (embedded world only): the share of images the FID network's style head assigns to
+the target dataset's style (:mod:`sara.metrics.style_acc`).
+
 The CLIP score is taken against each prompt without its ``"<Name> style, "`` trigger: it measures
 whether the prompt's content is followed, whatever the style (style strength is FID's job);
 ``--clip-full-prompt`` keeps the trigger.
@@ -34,7 +37,7 @@ from typing import Iterable, Sequence
 
 __all__ = ["evaluate", "read_prompts", "update_record", "METRICS", "resolve_dataset"]
 
-METRICS = ("fid", "clip_score", "bvqa", "clip_i", "clip_t")
+METRICS = ("fid", "clip_score", "bvqa", "clip_i", "clip_t", "style_acc")
 _ALIASES = {"clip": "clip_score", "b-vqa": "bvqa", "b_vqa": "bvqa", "clip-i": "clip_i", "clip-t": "clip_t"}
 
 
@@ -222,6 +225,15 @@ def evaluate(
         info["bvqa_model"] = "sara-attr-vqa" if kind == "embedded" else "blip-vqa"
         if getattr(vqa, "unparsed", 0):
             info["bvqa_unparsed_phrases"] = int(vqa.unparsed)
+    if "style_acc" in wanted:
+        if kind != "embedded":
+            raise ValueError("style_acc needs the embedded evaluators (its classifier knows the embedded style sets)")
+        if dataset_root is None:
+            raise ValueError("style_acc needs the target dataset folder (dataset_root), named after its style")
+        from sara.metrics.style_acc import load_style_classifier, style_accuracy
+
+        out["style_acc"] = style_accuracy(files, Path(dataset_root).name,
+                                          load_style_classifier(weights.get("fid"), device))
     out["n_images"] = len(files)
     out["evaluators"] = kind
     out["eval_seconds"] = round(time.perf_counter() - t0, 3)

@@ -146,3 +146,11 @@ def test_style_accuracy_metric(quick_zoo):
     assert style_accuracy(ims, "Hornify", net) == pytest.approx(sum(p == "Hornify" for p in pred) / 4)
     with pytest.raises(ValueError, match="unknown style 'Vaporwave'"):
         style_accuracy(ims, "Vaporwave", net)
+
+
+def test_evaluate_style_acc(quick_zoo, folders):
+    from sara.evaluate import evaluate
+
+    gen, ref = folders  # ref is named Cyberpunk
+    res = evaluate(gen, None, ref, ["style_acc"], "cpu", weights={"fid": quick_zoo})
+    assert 0 <= res["style_acc"] <= 1
