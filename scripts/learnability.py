@@ -15,25 +15,21 @@ does not depend on the training seed). Writes ``<out>/learnability.json`` and a 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from world_runs import ROOT, mean_std, run_job  # noqa: E402
+from world_runs import add_common_args, mean_std, run_job, write_report  # noqa: E402
 
 STYLE_SETS = "BarbieCore,Cyberpunk,ElementFire,Expedition,Hornify"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="tiny")
-    p.add_argument("--datasets", default=STYLE_SETS)
+    add_common_args(p, STYLE_SETS, "learnability")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--target", type=float, default=0.25, help="required relative FID reduction vs the base")
-    p.add_argument("--out", default=str(ROOT / "outputs" / "learnability"))
-    p.add_argument("--extra", nargs="*", default=[], help="more run.py overrides for every job")
     return p.parse_args(argv)
 
 
@@ -58,16 +54,12 @@ def main(argv=None) -> dict:
     res = {"backbone": a.backbone, "seeds": seeds, "target": a.target, "extra_overrides": a.extra, "sets": rows,
            "all_learnable": all(r["learnable"] for r in rows.values()), "wall_s": round(time.time() - t0, 1),
            "command": "python scripts/learnability.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "learnability.json").write_text(json.dumps(res, indent=1))
     lines = [f"| set | base FID | full FT FID (mean ± std, {len(seeds)} seeds) | SaRA-50M FID | learnable (both ≥ {a.target:.0%} below base) |",
              "|---|---|---|---|---|"]
     for d, r in rows.items():
         cell = lambda k: f"{r[k]['mean']:.1f} ± {r[k]['std']:.1f} ({-100 * r[k]['reduction']:+.0f}%)"  # noqa: E731
         lines.append(f"| {d} | {r['base']:.1f} | {cell('full')} | {cell('sara_50M')} | {'yes' if r['learnable'] else 'no'} |")
-    (out / "learnability.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return res
+    return write_report(out, "learnability", res, lines)
 
 
 if __name__ == "__main__":

@@ -19,25 +19,21 @@ resumes (finished runs are skipped).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from world_runs import ROOT, dataset_dir, fid_first_n, mean_std, run_job  # noqa: E402
+from world_runs import add_common_args, dataset_dir, fid_first_n, mean_std, run_job, write_report  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="tiny")
-    p.add_argument("--datasets", default="Cyberpunk,Expedition")
+    add_common_args(p, "Cyberpunk,Expedition", "fid_noise")
     p.add_argument("--counts", default="100,250,500")
     p.add_argument("--seeds", default="0,1,2,3,4", help="sampling seeds (eval.seed)")
     p.add_argument("--rel", type=float, default=0.05, help="noise target: std <= rel x base-vs-FT gap")
     p.add_argument("--device", default="cpu", help="for the FID features")
-    p.add_argument("--out", default=str(ROOT / "outputs" / "fid_noise"))
-    p.add_argument("--extra", nargs="*", default=[], help="more run.py overrides for every job (e.g. torch_threads=1)")
     return p.parse_args(argv)
 
 
@@ -83,8 +79,6 @@ def main(argv=None) -> dict:
            "extra_overrides": a.extra, "table": table, "std_within_rel_gap": verdict,
            "default_num_prompts": default_n, "wall_s": round(time.time() - t0, 1),
            "command": "python scripts/measure_fid_noise.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fid_noise.json").write_text(json.dumps(res, indent=1))
     lines = ["| set | model | " + " | ".join(f"N={n}: mean ± std" for n in counts) + " |",
              "|---|---|" + "---|" * len(counts)]
     for d in datasets:
@@ -94,9 +88,7 @@ def main(argv=None) -> dict:
         lines.append(f"| {d} | gap | " + " | ".join(f"{table[d]['gap'][str(n)]:.1f}" for n in counts) + " |")
     lines.append("")
     lines.append(f"Smallest N with std <= {a.rel:.0%} of the gap everywhere: {default_n}")
-    (out / "fid_noise.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return res
+    return write_report(out, "fid_noise", res, lines)
 
 
 if __name__ == "__main__":

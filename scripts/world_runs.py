@@ -63,3 +63,21 @@ def mean_std(xs) -> tuple[float, float]:
 
     a = np.asarray(list(xs), float)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def add_common_args(p, datasets: str, out: str) -> None:
+    """The arguments every measurement script takes."""
+    p.add_argument("--backbone", default="tiny", help="backbone config (tiny | tiny_latent | ...)")
+    p.add_argument("--datasets", default=datasets)
+    p.add_argument("--out", default=str(ROOT / "outputs" / out))
+    p.add_argument("--extra", nargs="*", default=[], help="more run.py overrides for every job (e.g. torch_threads=1)")
+
+
+def write_report(out: Path, name: str, res: dict, lines: list[str]) -> dict:
+    """``<out>/<name>.json`` (the numbers) and ``<out>/<name>.md`` (the table), printed too."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(res, indent=1))
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return res
