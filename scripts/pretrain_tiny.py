@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 # the shipped recipe (sara/zoo/tiny/manifest.json: 2,392 steps of batch 512 on one H100, 329 s)
 DEFAULTS = dict(seed=0, data_seed=0, steps=2392, batch_size=512, lr=1e-3, weight_decay=0.01, warmup=300,
@@ -152,9 +153,13 @@ def prompt_following(bb, n: int, batch_size=100, seed=0) -> dict:
     from sara.backbones.tiny import prompt_following_accuracy
     from sara.data.prompts import eval_prompts
 
+    from check_prompt_following import embedded_bvqa
+
     prompts = eval_prompts()[:n]
     images = bb.sample(prompts, seed=seed, batch_size=batch_size)
-    return prompt_following_accuracy(images, prompts)[0]
+    out = prompt_following_accuracy(images, prompts)[0]
+    out["bvqa"] = embedded_bvqa(images, prompts, str(bb.device))
+    return out
 
 
 def main(argv=None):
