@@ -19,6 +19,7 @@ Checks:
   clip_attr_change_win[_base|_styled]  score(image, caption) > score(image, caption with one
                      colour/shape/size of one object changed) >= 0.95, over all held-out images,
                      over base renders and over styled renders
+  info: --generated DIR  the same CLIP figures on sample folders of the base / a fine-tuned model
   info: clip_score_style_shift  mean CLIP score of a styled render minus that of the plain render
                      of the same scene (same caption): near 0 when the score ignores style
   fid_style_<S>      FID(two disjoint samples of style S) <= 0.10 * FID(base domain, S): as FID is
@@ -123,6 +124,28 @@ def check_clip(zoo, device, seed, workers, n_attr, n_retrieval=100):
         "clip_mean_score_matching": float(100 * pos_s.mean()),
         "clip_mean_score_changed": float(100 * neg_s.mean()),
     }
+
+
+def check_clip_generated(zoo, device, folder: Path, seed: int) -> dict:
+    """The content CLIP on generated images (a sample folder with prompts.jsonl): text->image
+    top-1 among the folder's images, and the prompt (style trigger dropped) beating a
+    one-attribute-changed prompt."""
+    from sara.metrics.clip_score import load_clip
+    from sara.sample import read_prompts_file
+
+    clip = load_clip("embedded", device=device, weights=zoo)
+    rows = read_prompts_file(folder)
+    items = [ED.item_from_prompt(r["text"]) for r in rows]
+    fi = clip.encode_images([folder / r["file_name"] for r in rows])
+    texts = [it["text"] for it in items]
+    ft = clip.encode_texts(texts)
+    best = (ft @ fi.T).argmax(1).cpu().numpy()
+    top1 = float(np.mean([texts[int(b)] == texts[i] for i, b in enumerate(best)]))
+    rng = np.random.default_rng(3000 + seed)
+    neg = clip.encode_texts([ED.one_attribute_changed(it, rng) for it in items])
+    win = float(((fi * ft).sum(-1) > (fi * neg).sum(-1)).float().mean())
+    return {"folder": str(folder), "n": len(rows), "clip_top1": top1, "clip_attr_change_win": win,
+            "clip_score_mean": float(100 * (fi * ft).sum(-1).mean())}
 
 
 def check_style_classifier(zoo, device, seed, workers, n_per_kind):
@@ -267,6 +290,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--write-manifest", action="store_true", help="store the results in the zoo's manifest.json")
     p.add_argument("--quick", action="store_true", help="smaller samples (smoke test; thresholds still applied)")
+    p.add_argument("--generated", nargs="*", default=[], metavar="DIR",
+                   help="also check the CLIP evaluator on these sample folders (prompts.jsonl + images; info)")
     p.add_argument("--only", default="clip,style,fid,vqa",
                    help="parts to check (clip, style, fid, vqa); with --write-manifest the other parts' results are "
                         "carried over from the manifest's previous validation when their models were not retrained")
@@ -282,6 +307,8 @@ def main(argv=None) -> int:
     res["parts"] = sorted(parts)
     if "clip" in parts:
         res.update(check_clip(a.zoo, device, a.seed, a.workers, a.n_attr))
+    if a.generated:
+        res["clip_generated"] = [check_clip_generated(a.zoo, device, Path(d), a.seed) for d in a.generated]
     if "style" in parts:
         res.update(check_style_classifier(a.zoo, device, a.seed, a.workers, a.n_style_cls))
     fid = {}
@@ -327,6 +354,9 @@ def main(argv=None) -> int:
             f"{json.dumps({k: round(v, 2) for k, v in res['clip_score_style_shift_by_style'].items()})}")
         log(f"  info  CLIP top-1 on styled renders by style: {json.dumps({k: round(v, 3) for k, v in res['clip_top1_styled_by_style'].items()})}")
         log(f"  info  CLIP attribute-change win by kind: {json.dumps({k: round(v, 3) for k, v in res['clip_attr_change_win_by_kind'].items()})}")
+    for g in res.get("clip_generated", []):
+        log(f"  info  CLIP on {g['n']} generated images of {g['folder']}: top-1 {g['clip_top1']:.3f}, "
+            f"prompt beats 1-attribute-changed {g['clip_attr_change_win']:.3f}, mean score {g['clip_score_mean']:.1f}")
     if "style" in parts:
         log(f"  info  style classifier accuracy {res['style_classifier_acc']:.3f}: "
             f"{json.dumps({k: round(v, 3) for k, v in res['style_classifier_acc_by_kind'].items()})}")

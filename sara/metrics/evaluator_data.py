@@ -116,6 +116,19 @@ def caption_from_attrs(attrs: list[dict], relation) -> str:
     return text
 
 
+def item_from_prompt(prompt: str) -> dict:
+    """``{"text", "attrs", "relation"}`` of a domain prompt (a style trigger is dropped), so that
+    :func:`one_attribute_changed` applies to generated images' prompts too."""
+    from sara.data.procedural import parse_caption
+    from sara.data.styles import strip_style_prefix
+
+    text = strip_style_prefix(prompt)
+    objs = parse_caption(text)
+    rel = objs[0]["relation"]
+    attrs = [{k: o[k] for k in ("shape", "colour", "size")} for o in objs]
+    return {"text": text, "attrs": attrs, "relation": (None, rel["relation"]) if rel else None}
+
+
 def one_attribute_changed(it: dict, rng: np.random.Generator) -> str:
     """The item's caption with one attribute (colour, shape or size) of one object changed."""
     from sara.data.procedural import COLOUR_NAMES, SHAPES, SIZES
