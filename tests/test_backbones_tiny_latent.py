@@ -92,6 +92,14 @@ def test_unknown_style_is_a_clear_error():
         render_style("Vaporwave", sample_scene(scene_rng(0, 0, 0)), 64, np.random.default_rng(0))
 
 
+def test_config_states_the_architecture_sizes(latent_folder):
+    cfg = latent_cfg()
+    bb = load_backbone(latent_cfg(pretrained=str(latent_folder)))
+    n = bb.num_params()
+    assert (n["unet"], n["text_encoder"], n["vae"]) == (cfg["denoiser_params"], cfg["text_encoder_params"],
+                                                       cfg["vae_params"])
+
+
 def test_model_index_is_sd_shaped(latent_folder):
     idx = json.loads((latent_folder / "model_index.json").read_text())
     assert idx["_class_name"] == "StableDiffusionPipeline"
