@@ -154,3 +154,25 @@ def test_evaluate_style_acc(quick_zoo, folders):
     gen, ref = folders  # ref is named Cyberpunk
     res = evaluate(gen, None, ref, ["style_acc"], "cpu", weights={"fid": quick_zoo})
     assert 0 <= res["style_acc"] <= 1
+
+
+@pytest.mark.skipif(not (zoo_evaluators_dir() / "manifest.json").is_file(), reason="no shipped evaluators yet")
+def test_shipped_clip_ignores_style():
+    """The shipped CLIP scores content: a styled render and the plain render of the same scene get
+    about the same score for their caption, and the caption beats a one-attribute-changed one."""
+    from sara.metrics import evaluator_data as ED
+    from sara.metrics.clip_score import load_clip
+
+    clip = load_clip("embedded")
+    rng = np.random.default_rng(0)
+    shifts, wins = [], []
+    for style in ED.KINDS_STYLES:
+        items = ED.make_items(style, 8, seed=4321, with_plain=True)
+        ft = clip.encode_texts([it["text"] for it in items])
+        fs = clip.encode_images([it["image"] for it in items])
+        fp = clip.encode_images([ED.to32(it["plain64"]) for it in items])
+        fn = clip.encode_texts([ED.one_attribute_changed(it, rng) for it in items])
+        shifts += (100 * ((fs - fp) * ft).sum(-1)).tolist()
+        wins += ((fs * ft).sum(-1) > (fs * fn).sum(-1)).tolist()
+    assert abs(np.mean(shifts)) < 5, np.mean(shifts)  # the style-captioned CLIP this replaced: about -21
+    assert np.mean(wins) >= 0.9
