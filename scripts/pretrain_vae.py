@@ -298,6 +298,8 @@ def main(argv=None) -> dict:
     try:
         vae.save_pretrained(tmpdir, safe_serialization=True)
         (tmpdir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+        for f in [tmpdir, *tmpdir.rglob("*")]:  # mkdtemp / safetensors leave 0700 / 0600
+            f.chmod(0o755 if f.is_dir() else 0o644)
         if out.exists():
             shutil.rmtree(out)
         tmpdir.rename(out)
