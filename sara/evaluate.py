@@ -10,6 +10,13 @@ format of a dataset folder's ``metadata.jsonl``). The target dataset is a folder
 (+ ``metadata.jsonl``); ``--dataset NAME`` resolves to ``<data-root>/NAME`` and the embedded style
 datasets are written there on first use (:func:`sara.data.styles.ensure_style_datasets`).
 
+``style_acc`` (embedded world only): the share of images the FID network's style head assigns to
+the target dataset's style (:mod:`sara.metrics.style_acc`).
+
+The CLIP score is taken against each prompt without its ``"<Name> style, "`` trigger: it measures
+whether the prompt's content is followed, whatever the style (style strength is FID's job);
+``--clip-full-prompt`` keeps the trigger.
+
 Evaluators: ``embedded`` (the suite's own, ``sara/zoo/evaluators``), ``real`` (clean-fid Inception,
 CLIP ViT-L/14, BLIP VQA — local weights only, see :mod:`sara.metrics.weights`), or ``auto``
 (embedded when the generated images are at most 64 px, else real).
@@ -32,7 +39,7 @@ from sara.io import atomic_write_text
 
 __all__ = ["evaluate", "read_prompts", "update_record", "METRICS", "resolve_dataset"]
 
-METRICS = ("fid", "clip_score", "bvqa", "clip_i", "clip_t")
+METRICS = ("fid", "clip_score", "bvqa", "clip_i", "clip_t", "style_acc")
 _ALIASES = {"clip": "clip_score", "b-vqa": "bvqa", "b_vqa": "bvqa", "clip-i": "clip_i", "clip-t": "clip_t"}
 
 
@@ -120,6 +127,7 @@ def evaluate(
     reference_dir: str | os.PathLike | None = None,
     fid_cache: bool | str | os.PathLike = True,
     record: str | os.PathLike | None = None,
+    clip_content_only: bool = True,
 ) -> dict:
     """Compute ``metrics`` for the images of ``images_dir``.
 
@@ -128,6 +136,9 @@ def evaluate(
     ``weights``: per-evaluator weight locations ``{"fid"|"clip_score"|"bvqa": path}`` (real:
     weight folders; embedded: another zoo root). ``reference_dir``: subject images for CLIP-I.
     ``record``: a result.json to update (atomically) with the numbers.
+    ``clip_content_only``: score CLIP against each prompt without its ``"<Name> style, "``
+    trigger(s) — the CLIP score measures whether the content is followed; style strength is FID's
+    job (``False``: the full prompt).
 
     Returns ``{"fid": ..., "clip_score": ..., "bvqa": ..., "n_images": N, "evaluators": kind,
     "eval_seconds": s, "eval_info": {...}}`` (only the metrics asked for).
@@ -191,7 +202,13 @@ def evaluate(
     if "clip_score" in wanted or "clip_t" in wanted:
         from sara.metrics.clip_score import clip_scores
 
-        scores = clip_scores(files, list(prompts), clip_model)
+        clip_texts = list(prompts)
+        if clip_content_only:
+            from sara.data.styles import strip_style_prefix
+
+            clip_texts = [strip_style_prefix(t) for t in clip_texts]
+        info["clip_prompts"] = "content (style trigger removed)" if clip_content_only else "full prompt"
+        scores = clip_scores(files, clip_texts, clip_model)
         if "clip_score" in wanted:
             out["clip_score"] = float(scores.mean())
         if "clip_t" in wanted:
@@ -210,6 +227,15 @@ def evaluate(
         info["bvqa_model"] = "sara-attr-vqa" if kind == "embedded" else "blip-vqa"
         if getattr(vqa, "unparsed", 0):
             info["bvqa_unparsed_phrases"] = int(vqa.unparsed)
+    if "style_acc" in wanted:
+        if kind != "embedded":
+            raise ValueError("style_acc needs the embedded evaluators (its classifier knows the embedded style sets)")
+        if dataset_root is None:
+            raise ValueError("style_acc needs the target dataset folder (dataset_root), named after its style")
+        from sara.metrics.style_acc import load_style_classifier, style_accuracy
+
+        out["style_acc"] = style_accuracy(files, Path(dataset_root).name,
+                                          load_style_classifier(weights.get("fid"), device))
     out["n_images"] = len(files)
     out["evaluators"] = kind
     out["eval_seconds"] = round(time.perf_counter() - t0, 3)
@@ -258,12 +284,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clip-weights", default=None)
     p.add_argument("--bvqa-weights", default=None)
     p.add_argument("--no-fid-cache", action="store_true")
+    p.add_argument("--clip-full-prompt", action="store_true",
+                   help="score CLIP against the full prompt (default: without its style trigger)")
     a = p.parse_args(argv)
     metrics = _norm_metrics(a.metrics)
     ds = resolve_dataset(a.dataset, a.data_root) if "fid" in metrics else None
     weights = {k: v for k, v in (("fid", a.fid_weights), ("clip_score", a.clip_weights), ("bvqa", a.bvqa_weights)) if v}
     res = evaluate(a.images, None, ds, metrics, a.device, evaluators=a.evaluators, weights=weights,
-                   reference_dir=a.reference, fid_cache=not a.no_fid_cache, record=a.record)
+                   reference_dir=a.reference, fid_cache=not a.no_fid_cache, record=a.record,
+                   clip_content_only=not a.clip_full_prompt)
     print(json.dumps(res, indent=1, default=str))
     return 0
 

@@ -34,7 +34,8 @@ TARGETS = {"colour_acc": 0.80, "shape_acc": 0.60}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pretrained", default=None, help="tiny backbone folder (default: the shipped sara/zoo/tiny)")
+    p.add_argument("--backbone", default="tiny", choices=["tiny", "tiny_latent"], help="conf/backbone/<name>.yaml")
+    p.add_argument("--pretrained", default=None, help="backbone folder (default: the shipped sara/zoo/<backbone>)")
     p.add_argument("--n", type=int, default=500, help="first N eval prompts (default all 500)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: conf/backbone/tiny.yaml)")
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: conf/backbone/tiny.yaml)")
@@ -50,9 +51,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def tiny_cfg(pretrained=None) -> dict:
+def tiny_cfg(pretrained=None, backbone: str = "tiny") -> dict:
     import yaml
-    cfg = yaml.safe_load((ROOT / "conf" / "backbone" / "tiny.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "conf" / "backbone" / f"{backbone}.yaml").read_text())
     if pretrained:
         cfg["pretrained"] = pretrained
     return cfg
@@ -93,6 +94,13 @@ def caption_grid(images, prompts, path, cols=6, cell=160, upscale=128, marks=Non
     grid.save(path, optimize=True)
 
 
+def embedded_bvqa(images, prompts, device="cpu") -> float:
+    """B-VQA of the samples with the embedded attribute VQA (sara.metrics.bvqa)."""
+    from sara.metrics.bvqa import bvqa_scores, load_vqa
+
+    return float(bvqa_scores(images, list(prompts), load_vqa("embedded", device)).mean())
+
+
 def main(argv=None):
     args = parse_args(argv)
     import torch
@@ -103,7 +111,7 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = tiny_cfg(args.pretrained)
+    cfg = tiny_cfg(args.pretrained, args.backbone)
     bb = load_backbone(cfg).to(args.device)
     prompts = eval_prompts()[: args.n]
     steps = args.steps or bb.default_steps
@@ -113,6 +121,7 @@ def main(argv=None):
                        batch_size=args.batch_size, progress=True)
     t_sample = time.time() - t0
     res, rows = prompt_following_accuracy(images, prompts)
+    res["bvqa"] = embedded_bvqa(images, prompts, args.device)
     res.update({"sampling": {"steps": steps, "guidance_scale": g, "sampler": bb.sampler_name, "seed": args.seed,
                              "batch_size": args.batch_size},
                 "sample_wall_s": round(t_sample, 1), "device": args.device,
@@ -127,7 +136,9 @@ def main(argv=None):
     if args.grid:
         n = min(args.grid_n, len(images))
         marks = [r["colour_acc"] == 1 and r["shape_acc"] == 1 for r in rows[:n]]
-        title = (f"Tiny backbone (pixel-space UNet2DConditionModel, 32x32, upscaled 4x), held-out eval prompts "
+        space = "latent UNet2DConditionModel + AutoencoderKL, 64x64, upscaled 2x" if bb.vae is not None else \
+            "pixel-space UNet2DConditionModel, 32x32, upscaled 4x"
+        title = (f"Tiny backbone ({space}), held-out eval prompts "
                  f"1-{n}, {bb.sampler_name} {steps} steps, CFG {g}, seed {args.seed}.\n"
                  "Green caption: every stated object drawn with its colour and shape (check_prompt); red: a miss.")
         caption_grid(images[:n], prompts[:n], args.grid, marks=marks, title=title)

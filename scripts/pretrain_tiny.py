@@ -3,6 +3,12 @@
 
     python scripts/pretrain_tiny.py                       # the shipped recipe (see manifest.json there)
     python scripts/pretrain_tiny.py --steps 200 --out /tmp/tiny   # a short run
+    python scripts/pretrain_tiny.py --world tiny_latent --vae outputs/pretrain/vae   # the latent world
+    python scripts/pretrain_tiny.py ... --resume outputs/pretrain/tiny_ckpt          # continue a stopped run
+
+``--world tiny_latent``: the UNet learns on the latents of a trained, frozen AutoencoderKL
+(``--vae``, written by ``scripts/pretrain_vae.py``) at 64 px; the output folder then holds vae/ too
+and loads with ``diffusers.StableDiffusionPipeline.from_pretrained``.
 
 What it trains: the tiny UNet2DConditionModel (pixel space, 32x32) jointly with its CLIPTextModel
 (from scratch), DDPM epsilon loss with min-SNR weighting, ~10% empty prompts (classifier-free
@@ -32,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 # the shipped recipe (sara/zoo/tiny/manifest.json: 2,392 steps of batch 512 on one H100, 329 s)
 DEFAULTS = dict(seed=0, data_seed=0, steps=2392, batch_size=512, lr=1e-3, weight_decay=0.01, warmup=300,
@@ -40,7 +47,17 @@ DEFAULTS = dict(seed=0, data_seed=0, steps=2392, batch_size=512, lr=1e-3, weight
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "sara" / "zoo" / "tiny"))
+    p.add_argument("--out", default=None, help="default: sara/zoo/<world>")
+    p.add_argument("--world", default="tiny", choices=["tiny", "tiny_latent"],
+                   help="tiny: pixel space, 32 px; tiny_latent: latent space with --vae, 64 px")
+    p.add_argument("--vae", default=None, metavar="DIR", help="trained AutoencoderKL folder (tiny_latent)")
+    p.add_argument("--ckpt", default=None, metavar="DIR",
+                   help="training state saved here every --ckpt-every seconds (default: outputs/pretrain/<world>_ckpt)")
+    p.add_argument("--ckpt-every", type=float, default=300.0, metavar="S")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue from this training-state folder")
+    p.add_argument("--torch-threads", type=int, default=None)
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="save the training state at this step and exit without writing --out (an interruption)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="init / noise seed")
     p.add_argument("--data-seed", type=int, default=DEFAULTS["data_seed"], help="PretrainDomain seed")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
@@ -63,7 +80,14 @@ def parse_args(argv=None):
                    help="after training, sample this many held-out eval prompts and record prompt-following accuracy")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.world == "tiny_latent" and not a.vae:
+        p.error("--world tiny_latent needs --vae DIR (a trained AutoencoderKL: python scripts/pretrain_vae.py)")
+    if a.world == "tiny" and a.vae:
+        p.error("--vae is for --world tiny_latent (the pixel-space tiny world has no VAE)")
+    a.out = a.out or str(ROOT / "sara" / "zoo" / a.world)
+    a.ckpt = a.ckpt or str(ROOT / "outputs" / "pretrain" / f"{a.world}_ckpt")
+    return a
 
 
 def versions() -> dict:
@@ -129,9 +153,13 @@ def prompt_following(bb, n: int, batch_size=100, seed=0) -> dict:
     from sara.backbones.tiny import prompt_following_accuracy
     from sara.data.prompts import eval_prompts
 
+    from check_prompt_following import embedded_bvqa
+
     prompts = eval_prompts()[:n]
     images = bb.sample(prompts, seed=seed, batch_size=batch_size)
-    return prompt_following_accuracy(images, prompts)[0]
+    out = prompt_following_accuracy(images, prompts)[0]
+    out["bvqa"] = embedded_bvqa(images, prompts, str(bb.device))
+    return out
 
 
 def main(argv=None):
@@ -148,9 +176,26 @@ def main(argv=None):
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     arch = json.loads(args.arch) if args.arch else None
-    bb = build_tiny(arch, seed=args.seed, cfg={"prompt_dropout": args.prompt_dropout, "snr_gamma": args.snr_gamma or None,
-                                                "train_text_encoder": True})
+    vae, vae_manifest = None, None
+    if args.vae:
+        from diffusers import AutoencoderKL
+
+        vae_dir = Path(args.vae)
+        if not (vae_dir / "config.json").is_file():
+            raise FileNotFoundError(f"--vae {vae_dir}: no config.json there (an AutoencoderKL folder written by "
+                                    "scripts/pretrain_vae.py)")
+        vae = AutoencoderKL.from_pretrained(vae_dir)
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        arch = dict(arch or {})
+        arch["unet"] = {"sample_size": 64 // factor, **(arch.get("unet") or {})}
+        if (vae_dir / "manifest.json").is_file():
+            vae_manifest = json.loads((vae_dir / "manifest.json").read_text())
+    bb = build_tiny(arch, seed=args.seed, world=args.world, vae=vae,
+                    cfg={"prompt_dropout": args.prompt_dropout, "snr_gamma": args.snr_gamma or None,
+                         "train_text_encoder": True})
     bb.to(device)
     n_unet = sum(p.numel() for p in bb.denoiser.parameters())
     n_te = sum(p.numel() for p in bb.text_encoder.parameters())
@@ -164,15 +209,49 @@ def main(argv=None):
     ema = EMA(params, args.ema) if args.ema > 0 else None
     scaler = torch.amp.GradScaler(enabled=prec == "fp16")
 
-    workers = args.workers if args.workers is not None else max(0, (os.cpu_count() or 2) - 1)
-    data = PretrainDomain(resolution=bb.resolution, split="train", seed=args.data_seed, length=10**9)
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
-                        prefetch_factor=8 if workers > 0 else None)
     gen = torch.Generator(device).manual_seed(args.seed)
     total = args.steps
     probe = (20, 120) if args.time_budget else None
+    losses, ema_loss = [], None
+    step, elapsed0 = 0, 0.0
+    if args.resume:
+        sp = Path(args.resume) / "state.pt"
+        if not sp.is_file():
+            raise FileNotFoundError(f"--resume {args.resume}: no state.pt there (written every --ckpt-every seconds)")
+        st = torch.load(sp, map_location=device, weights_only=False)
+        bb.denoiser.load_state_dict(st["unet"])
+        bb.text_encoder.load_state_dict(st["text_encoder"])
+        opt.load_state_dict(st["opt"])
+        scaler.load_state_dict(st["scaler"])
+        if ema is not None:
+            for s_, v in zip(ema.shadow, st["ema"]):
+                s_.copy_(v)
+        gen.set_state(st["gen"])
+        step, total, elapsed0 = int(st["step"]), int(st["total"]), float(st["elapsed_s"])
+        losses, ema_loss = [tuple(x) for x in st["losses"]], st["ema_loss"]
+        probe = None
+        args.ckpt = args.resume
+        print(f"resumed at step {step}/{total} ({elapsed0:.0f}s trained)", flush=True)
 
+    def save_state():
+        ck = Path(args.ckpt)
+        ck.mkdir(parents=True, exist_ok=True)
+        torch.save({"unet": bb.denoiser.state_dict(), "text_encoder": bb.text_encoder.state_dict(),
+                    "opt": opt.state_dict(), "scaler": scaler.state_dict(),
+                    "ema": [x.clone() for x in ema.shadow] if ema is not None else None, "gen": gen.get_state(),
+                    "step": step, "total": total, "elapsed_s": elapsed0 + time.time() - t0, "losses": losses,
+                    "ema_loss": ema_loss, "args": vars(args)}, ck / "state.pt.tmp")
+        os.replace(ck / "state.pt.tmp", ck / "state.pt")
+
+    workers = args.workers if args.workers is not None else max(0, (os.cpu_count() or 2) - 1)
+    from torch.utils.data import Subset
+
+    # item i of the stream is a pure function of (data seed, i): a resume continues the same stream
+    data = Subset(PretrainDomain(resolution=bb.resolution, split="train", seed=args.data_seed, length=10**9),
+                  range(step * args.batch_size, 10**9))
+    loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
+                        prefetch_factor=8 if workers > 0 else None)
     def lr_at(step):
         if step < args.warmup:
             return args.lr * (step + 1) / args.warmup
@@ -182,11 +261,10 @@ def main(argv=None):
     bar = None
     if not args.no_progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=total, desc="pretrain tiny", mininterval=5.0)
+        bar = tqdm(total=total, initial=step, desc=f"pretrain {args.world}", mininterval=5.0)
     t0 = time.time()
+    last_ckpt = t0
     t_probe = None
-    losses, ema_loss = [], None
-    step = 0
     bb.denoiser.train()
     bb.text_encoder.train()
     for batch in loader:
@@ -200,7 +278,7 @@ def main(argv=None):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             per = (time.time() - t_probe) / (probe[1] - probe[0])
-            left = args.time_budget - (time.time() - t0)
+            left = args.time_budget - (elapsed0 + time.time() - t0)
             total = max(probe[1] + 1, probe[1] + int(left / per))
             print(f"probe: {per * 1000:.1f} ms/step -> --steps {total}", flush=True)
             if bar is not None:
@@ -231,10 +309,19 @@ def main(argv=None):
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{ema_loss:.4f}", lr=f"{lr_at(step):.2e}")
         if args.no_progress and step % args.log_every == 0 and ema_loss is not None:
-            print(f"step {step}/{total} loss {ema_loss:.4f} lr {lr_at(step):.2e} {time.time() - t0:.0f}s", flush=True)
+            print(f"step {step}/{total} loss {ema_loss:.4f} lr {lr_at(step):.2e} {elapsed0 + time.time() - t0:.0f}s",
+                  flush=True)
+        if time.time() - last_ckpt >= args.ckpt_every:
+            save_state()
+            last_ckpt = time.time()
+        if args.stop_at is not None and step >= args.stop_at:
+            save_state()
+            print(f"stopped at step {step} (--stop-at); resume with --resume {args.ckpt}", flush=True)
+            return None
     if device.type == "cuda":
         torch.cuda.synchronize()
-    wall = time.time() - t0
+    save_state()
+    wall = elapsed0 + time.time() - t0
     if bar is not None:
         bar.close()
     if ema is not None:
@@ -255,15 +342,20 @@ def main(argv=None):
     cmd = " ".join(["python", "scripts/pretrain_tiny.py"] + (sys.argv[1:] if argv is None else list(argv)))
     repro = {k.replace("_", "-"): v for k, v in vars(args).items() if k in DEFAULTS}
     repro["steps"] = step
+    if args.world != "tiny":
+        repro["world"] = args.world
+        repro["vae"] = args.vae
     manifest = {
-        "what": "tiny embedded backbone (sara.backbones.tiny), pre-trained on sara.data.domain.PretrainDomain",
+        "what": f"{args.world} embedded backbone (sara.backbones.tiny), pre-trained on sara.data.domain.PretrainDomain",
+        "world": args.world, "vae": vae_manifest,
         "command": cmd,
         "reproduce": "python scripts/pretrain_tiny.py " + " ".join(f"--{k} {v}" for k, v in repro.items())
         + (f" --arch '{args.arch}'" if args.arch else ""),
         "seed": args.seed, "data_seed": args.data_seed, "steps": step, "batch_size": args.batch_size,
         "samples_seen": step * args.batch_size,
         "hyper": {k: getattr(args, k) for k in DEFAULTS}, "arch": arch,
-        "params": {"unet": n_unet, "text_encoder": n_te},
+        "params": {"unet": n_unet, "text_encoder": n_te,
+                   **({"vae": sum(p.numel() for p in bb.vae.parameters())} if bb.vae is not None else {})},
         "wall_time_s": round(wall, 1), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
         f"cpu ({os.cpu_count()} cores)", "precision": prec, "loader_workers": workers,
         "final_loss": ema_loss, "val_loss": val_loss, "loss_curve": losses[:: max(1, len(losses) // 100)],

@@ -37,7 +37,7 @@ def test_known_counts_are_the_published_ones():
 
 
 def test_backbone_yamls_are_complete():
-    for name in ("tiny", "sd15", "sd2", "sd3", "sdxl"):
+    for name in ("tiny", "tiny_latent", "sd15", "sd2", "sd3", "sdxl"):
         cfg = load_yaml(name)
         for key in ("name", "kind", "pretrained", "prediction_type", "resolution", "denoiser", "text_encoders",
                     "sampling", "dtype", "denoiser_params"):
@@ -46,6 +46,7 @@ def test_backbone_yamls_are_complete():
     assert load_yaml("sd2")["prediction_type"] == "v_prediction"
     assert load_yaml("sd3")["prediction_type"] == "flow_matching"
     assert load_yaml("tiny")["vae"] is None
+    assert load_yaml("tiny_latent")["vae"] == "vae"
 
 
 # --- tiny tokenizer ---------------------------------------------------------------------------

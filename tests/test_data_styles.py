@@ -114,3 +114,12 @@ def test_full_write_has_the_papers_counts(tmp_path):
         assert len((out[name] / "metadata.jsonl").read_text().splitlines()) == n
         assert len(ImageCaptionFolder(out[name], 32)) == n
         assert dataset_status(out[name], name) == "ok"
+
+
+def test_strip_style_prefix():
+    from sara.data.styles import caption_prefix, strip_style_prefix
+
+    assert strip_style_prefix(caption_prefix("Cyberpunk") + "a small red circle") == "a small red circle"
+    assert strip_style_prefix("BarbieCore style, Hornify style, a red circle and a blue cross") == \
+        "a red circle and a blue cross"
+    assert strip_style_prefix("  a large green square ") == "a large green square"

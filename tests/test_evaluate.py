@@ -37,11 +37,11 @@ def folders(tmp_path_factory):
     with open(gen / "prompts.jsonl", "w") as f:
         for i, it in enumerate(items[:6]):
             Image.fromarray(it["image"]).save(gen / f"{i:05d}.png")  # 32x32 like the tiny backbone
-            f.write(json.dumps({"file_name": f"{i:05d}.png", "text": it["text"]}) + "\n")
+            f.write(json.dumps({"file_name": f"{i:05d}.png", "text": "Cyberpunk style, " + it["text"]}) + "\n")
     with open(ref / "metadata.jsonl", "w") as f:
         for i, it in enumerate(items[6:]):
             Image.fromarray(ED.to32(it["image"])).resize((64, 64)).save(ref / f"{i:04d}.png")
-            f.write(json.dumps({"file_name": f"{i:04d}.png", "text": it["text"].split(", ", 1)[1]}) + "\n")
+            f.write(json.dumps({"file_name": f"{i:04d}.png", "text": it["text"]}) + "\n")
     return gen, ref
 
 
@@ -79,6 +79,14 @@ def test_evaluate_tiny_folder(quick_zoo, folders, tmp_path):
     assert res2["fid"] == pytest.approx(res["fid"], abs=1e-9)
     assert res2["clip_score"] == pytest.approx(res["clip_score"], abs=1e-6)
     assert "bvqa" not in res2
+    # the CLIP score follows content: the style trigger is removed before scoring
+    assert res2["eval_info"]["clip_prompts"].startswith("content")
+    plain = [t.split(", ", 1)[1] for t in texts]
+    res3 = evaluate(gen, plain, ref, "clip", "cpu", weights=w)
+    assert res3["clip_score"] == pytest.approx(res["clip_score"], abs=1e-6)
+    full = evaluate(gen, texts, ref, "clip", "cpu", weights=w, clip_content_only=False)
+    assert full["eval_info"]["clip_prompts"] == "full prompt"
+    assert full["clip_score"] != pytest.approx(res["clip_score"], abs=1e-6)
 
 
 def test_evaluate_errors(folders, tmp_path):
@@ -125,3 +133,46 @@ def test_shipped_zoo_loads_and_was_validated():
     assert f.shape[0] == 2
     assert embedded_extractor("cpu").fingerprint
     assert load_vqa("embedded").net.image_size == 32
+
+
+def test_style_accuracy_metric(quick_zoo):
+    from sara.metrics import evaluator_data as ED
+    from sara.metrics.style_acc import STYLE_LABELS, load_style_classifier, style_accuracy, style_predictions
+
+    net = load_style_classifier(quick_zoo)
+    ims = [it["image"] for it in ED.make_items("Hornify", 4, seed=9)]
+    pred = style_predictions(ims, net)
+    assert len(pred) == 4 and set(pred) <= set(STYLE_LABELS)
+    assert style_accuracy(ims, "Hornify", net) == pytest.approx(sum(p == "Hornify" for p in pred) / 4)
+    with pytest.raises(ValueError, match="unknown style 'Vaporwave'"):
+        style_accuracy(ims, "Vaporwave", net)
+
+
+def test_evaluate_style_acc(quick_zoo, folders):
+    from sara.evaluate import evaluate
+
+    gen, ref = folders  # ref is named Cyberpunk
+    res = evaluate(gen, None, ref, ["style_acc"], "cpu", weights={"fid": quick_zoo})
+    assert 0 <= res["style_acc"] <= 1
+
+
+@pytest.mark.skipif(not (zoo_evaluators_dir() / "manifest.json").is_file(), reason="no shipped evaluators yet")
+def test_shipped_clip_ignores_style():
+    """The shipped CLIP scores content: a styled render and the plain render of the same scene get
+    about the same score for their caption, and the caption beats a one-attribute-changed one."""
+    from sara.metrics import evaluator_data as ED
+    from sara.metrics.clip_score import load_clip
+
+    clip = load_clip("embedded")
+    rng = np.random.default_rng(0)
+    shifts, wins = [], []
+    for style in ED.KINDS_STYLES:
+        items = ED.make_items(style, 8, seed=4321, with_plain=True)
+        ft = clip.encode_texts([it["text"] for it in items])
+        fs = clip.encode_images([it["image"] for it in items])
+        fp = clip.encode_images([ED.to32(it["plain64"]) for it in items])
+        fn = clip.encode_texts([ED.one_attribute_changed(it, rng) for it in items])
+        shifts += (100 * ((fs - fp) * ft).sum(-1)).tolist()
+        wins += ((fs * ft).sum(-1) > (fs * fn).sum(-1)).tolist()
+    assert abs(np.mean(shifts)) < 5, np.mean(shifts)  # the style-captioned CLIP this replaced: about -21
+    assert np.mean(wins) >= 0.9

@@ -196,6 +196,9 @@ class Backbone:
         index["scheduler"] = ["diffusers", type(self.noise_scheduler).__name__]
         if self.vae is None:
             index["vae"] = [None, None]
+        if self.pipeline_class == "StableDiffusionPipeline":  # the parts SD 1.5's folder has, empty
+            index.update(safety_checker=[None, None], feature_extractor=[None, None], image_encoder=[None, None],
+                         requires_safety_checker=False)
         (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
     pipeline_class = "StableDiffusionPipeline"

@@ -1,21 +1,35 @@
-"""The tiny embedded backbone: Stable Diffusion's classes at toy size, in pixel space.
+"""The tiny embedded backbones: Stable Diffusion's classes at toy size.
 
-* denoiser: diffusers ``UNet2DConditionModel`` on 32x32 RGB pixels (no VAE), cross-attention at
-  16x16 and 8x8;
+Two worlds, one loading code (:class:`~sara.backbones.stable_diffusion.StableDiffusionBackbone`,
+the class that loads SD 1.5):
+
+* ``tiny`` (``sara/zoo/tiny``): pixel space — the UNet denoises 32x32 RGB images, no VAE;
+* ``tiny_latent`` (``sara/zoo/tiny_latent``): a latent Stable Diffusion pipeline — a small
+  ``AutoencoderKL`` (64x64 images <-> 16x16x4 latents, scaled by its ``scaling_factor``), the UNet
+  on the latents; the folder loads as it is with ``diffusers.StableDiffusionPipeline.from_pretrained``.
+
+Parts:
+
+* denoiser: diffusers ``UNet2DConditionModel`` (pixel: 32x32x3, cross-attention at 16x16 and 8x8;
+  latent: 16x16x4, channels 64/128/128, cross-attention at 8x8 and 4x4);
 * text encoder: transformers ``CLIPTextModel`` (small), trained jointly with the UNet during
   pre-training; tokenizer: a real ``CLIPTokenizer`` whose BPE vocabulary makes every word of the
   procedural domain one token (:mod:`sara.backbones.tokenizer`);
 * schedulers: ``DDPMScheduler`` (epsilon, 1000 steps, squared-cosine betas) for training,
   ``DPMSolverMultistepScheduler`` (20 steps, CFG 4) for sampling (``conf/backbone/tiny.yaml``).
 
-Shipped weights: ``sara/zoo/tiny`` (diffusers format), reproduced by ``scripts/pretrain_tiny.py``.
+Shipped weights: ``sara/zoo/<name>`` (diffusers format), reproduced by ``scripts/pretrain_tiny.py``
+(latent: ``scripts/pretrain_vae.py`` first, then ``scripts/pretrain_tiny.py --world tiny_latent``;
+both in one call: ``scripts/pretrain_world.sh``).
 """
 from __future__ import annotations
 
 import copy
 from pathlib import Path
 
-TINY_ROOT = Path(__file__).resolve().parents[1] / "zoo" / "tiny"
+ZOO = Path(__file__).resolve().parents[1] / "zoo"
+TINY_ROOT = ZOO / "tiny"
+TINY_LATENT_ROOT = ZOO / "tiny_latent"
 
 #: architecture of the tiny backbone (the knobs of ``build_tiny``)
 TINY_ARCH = {
@@ -51,6 +65,37 @@ TINY_ARCH = {
     },
 }
 
+#: the latent world: what differs from :data:`TINY_ARCH` (the text encoder and scheduler are shared)
+TINY_LATENT_OVERRIDES = {
+    "resolution": 64,
+    "unet": {
+        "sample_size": 16,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": [64, 128, 128],
+        "norm_num_groups": 32,
+        "attention_head_dim": 4,
+    },
+    # 64 px -> 16x16x4 (three levels: two down-samplings); 0.95M parameters
+    "vae": {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * 3,
+        "up_block_types": ["UpDecoderBlock2D"] * 3,
+        "block_out_channels": [32, 64, 64],
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "norm_num_groups": 16,
+        "sample_size": 64,
+        "scaling_factor": 1.0,  # set by scripts/pretrain_vae.py to 1 / std of the latents
+    },
+    # SD 1.5's convention with "leading" spacing (diffusers' pipeline expects it)
+    "scheduler": {"steps_offset": 1},
+}
+
+#: named worlds: architecture overrides of :data:`TINY_ARCH`, and where their weights ship
+WORLDS = {"tiny": ({}, TINY_ROOT), "tiny_latent": (TINY_LATENT_OVERRIDES, TINY_LATENT_ROOT)}
+
 #: words beyond the procedural vocabulary that get their own token
 EXTRA_WORDS = ["a", "an", "and", "the", "style", "of", "left", "right", "above", "below", "small", "large",
                "barbiecore", "cyberpunk", "elementfire", "expedition", "hornify", "with", "in", "on", "photo",
@@ -77,18 +122,34 @@ def domain_words() -> list[str]:
     return sorted(words)
 
 
-def tiny_config(overrides: dict | None = None) -> dict:
-    arch = copy.deepcopy(TINY_ARCH)
+def _merge(arch: dict, overrides: dict | None) -> dict:
     for k, v in (overrides or {}).items():
         if isinstance(v, dict) and isinstance(arch.get(k), dict):
             arch[k].update(v)
         else:
-            arch[k] = v
+            arch[k] = copy.deepcopy(v)
     return arch
 
 
-def build_tiny(arch: dict | None = None, seed: int = 0, cfg: dict | None = None):
-    """A randomly initialised tiny backbone (for pre-training from scratch)."""
+def tiny_config(overrides: dict | None = None, world: str = "tiny") -> dict:
+    """The architecture of ``world`` (``tiny`` | ``tiny_latent``) with ``overrides`` applied."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown tiny world {world!r}; known: {sorted(WORLDS)}")
+    return _merge(_merge(copy.deepcopy(TINY_ARCH), WORLDS[world][0]), overrides)
+
+
+def build_vae(vae_arch: dict, seed: int = 0):
+    """A randomly initialised ``AutoencoderKL`` from the ``vae`` entry of an architecture."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(**vae_arch)
+
+
+def build_tiny(arch: dict | None = None, seed: int = 0, cfg: dict | None = None, world: str = "tiny", vae=None):
+    """A randomly initialised tiny backbone (for pre-training from scratch). ``world="tiny_latent"``
+    adds a VAE: ``vae`` (a trained ``AutoencoderKL``, kept frozen) or a random one."""
     import torch
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -96,7 +157,12 @@ def build_tiny(arch: dict | None = None, seed: int = 0, cfg: dict | None = None)
     from .stable_diffusion import StableDiffusionBackbone
     from .tokenizer import build_clip_tokenizer
 
-    arch = tiny_config(arch)
+    arch = tiny_config(arch, world)
+    if vae is None and "vae" in arch:
+        vae = build_vae(arch["vae"], seed)
+    if vae is not None and int(vae.config.latent_channels) != int(arch["unet"]["in_channels"]):
+        raise ValueError(f"the VAE has {vae.config.latent_channels} latent channels but the UNet takes "
+                         f"{arch['unet']['in_channels']}")
     torch.manual_seed(seed)
     tcfg = arch["text_encoder"]
     tok = build_clip_tokenizer(domain_words(), model_max_length=tcfg["max_position_embeddings"])
@@ -107,29 +173,40 @@ def build_tiny(arch: dict | None = None, seed: int = 0, cfg: dict | None = None)
     unet = UNet2DConditionModel(**unet_cfg)
     sched = DDPMScheduler(**arch["scheduler"])
     cfg = dict(cfg or {})
-    cfg.setdefault("name", "tiny")
+    cfg.setdefault("name", world)
     cfg.setdefault("kind", "tiny")
     cfg.setdefault("resolution", arch["resolution"])
     cfg.setdefault("sampling", {"steps": 20, "guidance_scale": 4.0, "sampler": "DPMSolverMultistepScheduler"})
-    cfg["vae"] = None
-    return StableDiffusionBackbone(cfg=cfg, denoiser=unet, vae=None, text_encoders=[te], tokenizers=[tok],
+    cfg["vae"] = "vae" if vae is not None else None
+    return StableDiffusionBackbone(cfg=cfg, denoiser=unet, vae=vae, text_encoders=[te], tokenizers=[tok],
                                    noise_scheduler=sched, scheduler_config=dict(sched.config))
 
 
 def load_tiny(cfg: dict):
-    """Load the tiny backbone: ``pretrained`` (a diffusers folder) or, when null, the shipped zoo."""
+    """Load a tiny backbone: ``pretrained`` (a diffusers folder) or, when null, the shipped zoo
+    folder of ``cfg["world"]`` (``tiny`` | ``tiny_latent``; default ``tiny``). Loading is Stable
+    Diffusion's (:meth:`StableDiffusionBackbone.from_pretrained`, as for ``sd15``); ``cfg["vae"]``
+    names the VAE subfolder (``null``: pixel space)."""
     from .loading import MissingWeightsError
     from .stable_diffusion import StableDiffusionBackbone
 
     cfg = dict(cfg)
-    cfg["vae"] = None
-    src = cfg.get("pretrained") or str(TINY_ROOT)
-    if not (Path(src) / "unet").is_dir():
-        hint = ("the shipped weights are missing: reproduce them with `python scripts/pretrain_tiny.py` "
-                f"(writes {TINY_ROOT})") if not cfg.get("pretrained") else "no unet/ folder there"
-        raise MissingWeightsError(f"tiny backbone: cannot load weights from {src}: {hint}. "
+    world = cfg.get("world") or "tiny"
+    if world not in WORLDS:
+        raise ValueError(f"backbone.world: unknown tiny world {world!r}; known: {sorted(WORLDS)}")
+    root = WORLDS[world][1]
+    src = cfg.get("pretrained") or str(root)
+    missing = [d for d in ("unet", "text_encoder", "tokenizer", "scheduler", *([cfg["vae"]] if cfg.get("vae") else []))
+               if not (Path(src) / d).is_dir()]
+    if missing:
+        script = ("`bash scripts/pretrain_world.sh` (or scripts/pretrain_vae.py, then scripts/pretrain_tiny.py "
+                  "--world tiny_latent)") if world == "tiny_latent" else "`python scripts/pretrain_tiny.py`"
+        hint = (f"the shipped weights are missing ({', '.join(m + '/' for m in missing)}): reproduce them with "
+                f"{script} (writes {root})") if not cfg.get("pretrained") else \
+            f"no {', '.join(m + '/' for m in missing)} folder there"
+        raise MissingWeightsError(f"{world} backbone: cannot load weights from {src}: {hint}. "
                                   "Set backbone.pretrained=/path/to/folder (diffusers format: unet/, text_encoder/, "
-                                  "tokenizer/, scheduler/) to use another copy.")
+                                  "tokenizer/, scheduler/" + (", vae/" if cfg.get("vae") else "") + ") to use another copy.")
     cfg["pretrained"] = src
     cfg.setdefault("model_id", None)
     return StableDiffusionBackbone.from_pretrained(cfg)

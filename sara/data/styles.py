@@ -34,6 +34,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -460,3 +461,12 @@ def iter_style_images(name: str, seed: int = 0, limit: int | None = None, size: 
 def caption_prefix(name: str) -> str:
     """The prefix the paper puts before every caption of a style dataset: ``"<Name> style, "``."""
     return f"{name} style, "
+
+
+_STYLE_TRIGGERS = re.compile(r"^\s*(?:[^,]*?\bstyle\s*,\s*)+", re.IGNORECASE)
+
+
+def strip_style_prefix(text: str) -> str:
+    """A prompt's content: every leading ``"<Name> style, "`` trigger removed (a merged model's
+    prompt carries two), e.g. ``"Cyberpunk style, a red circle"`` -> ``"a red circle"``."""
+    return _STYLE_TRIGGERS.sub("", text.strip(), count=1).strip()

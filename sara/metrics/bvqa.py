@@ -26,12 +26,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from sara.data.styles import strip_style_prefix
+
 from .clip_score import load_images
 from .weights import resolve_real
 
 __all__ = ["noun_phrases", "BlipVQA", "EmbeddedVQA", "load_vqa", "bvqa", "bvqa_scores"]
 
-_STYLE_PREFIX = re.compile(r"^\s*[^,]*?\bstyle\s*,\s*", re.IGNORECASE)
 _SPLIT = re.compile(
     r"\s*(?:,|;|\band\b|\bwith\b|\babove\b|\bbelow\b|\bunder\b|\bover\b|\bbeside\b|\bbehind\b|\bnear\b|"
     r"\bnext to\b|\bon top of\b|\bin front of\b|\bto the (?:left|right) of\b|\b(?:left|right) of\b|\bon\b|\bin\b)\s*",
@@ -55,7 +56,7 @@ def _spacy():
 
 def noun_phrases(prompt: str, use_spacy: bool = True) -> list[str]:
     """The noun phrases of a prompt, each asked as ``"{phrase}?"``."""
-    text = _STYLE_PREFIX.sub("", prompt.strip(), count=1).strip().rstrip(".")
+    text = strip_style_prefix(prompt).rstrip(".")
     try:
         from sara.data.procedural import parse_caption
 

@@ -6,12 +6,16 @@ drawn from :mod:`sara.data` — the procedural domain (:func:`~sara.data.procedu
 (:func:`~sara.data.styles.render_style`) — never from a generator of this package's own:
 
 * ``base``: a scene of :class:`sara.data.domain.PretrainDomain` (train split, with this seed)
-  rendered at 32×32, plain caption (what the tiny backbone is pre-trained on);
+  rendered at 32×32 (what the tiny backbone is pre-trained on);
 * ``<Style>``: a scene drawn in that style at 64×64 (as the style datasets are written) and
-  resized to 32×32 with PIL bicubic, caption ``"<Style> style, <caption>"``; the unstyled 64×64
-  render of the same scene is kept too (pixel blends for the FID validation). Styled scenes are
-  any domain scenes (also the colour/shape pairs the style datasets hold out for the evaluation
-  prompts: the evaluators must judge exactly those samples).
+  resized to 32×32 with PIL bicubic; the unstyled 64×64 render of the same scene is kept too
+  (pixel blends for the FID validation). Styled scenes are any domain scenes (also the
+  colour/shape pairs the style datasets hold out for the evaluation prompts: the evaluators must
+  judge exactly those samples).
+
+``text`` is the content caption only (no style words), whatever the kind: the CLIP score measures
+whether the prompt's content is followed, so the same content in any style, or none, shares one
+caption; the style is ``kind``.
 
 Training uses ``seed = 1000 + s``, validation ``seed = 2000 + s``, so no scene is shared.
 """
@@ -60,7 +64,7 @@ def item(kind: str, index: int, seed: int, with_plain: bool = False) -> dict:
         from sara.data.styles import render_style
 
         styled = render_style(kind, scene, 64, scene_rng(seed, _STREAM[kind] + 50, index))
-        out.update(image=to32(styled), text=f"{kind} style, {text}")
+        out.update(image=to32(styled), text=text)
         if with_plain:
             out["styled64"] = styled
             out["plain64"] = render(scene, 64)
@@ -112,6 +116,19 @@ def caption_from_attrs(attrs: list[dict], relation) -> str:
     return text
 
 
+def item_from_prompt(prompt: str) -> dict:
+    """``{"text", "attrs", "relation"}`` of a domain prompt (a style trigger is dropped), so that
+    :func:`one_attribute_changed` applies to generated images' prompts too."""
+    from sara.data.procedural import parse_caption
+    from sara.data.styles import strip_style_prefix
+
+    text = strip_style_prefix(prompt)
+    objs = parse_caption(text)
+    rel = objs[0]["relation"]
+    attrs = [{k: o[k] for k in ("shape", "colour", "size")} for o in objs]
+    return {"text": text, "attrs": attrs, "relation": (None, rel["relation"]) if rel else None}
+
+
 def one_attribute_changed(it: dict, rng: np.random.Generator) -> str:
     """The item's caption with one attribute (colour, shape or size) of one object changed."""
     from sara.data.procedural import COLOUR_NAMES, SHAPES, SIZES
@@ -121,9 +138,7 @@ def one_attribute_changed(it: dict, rng: np.random.Generator) -> str:
     key = ("colour", "shape", "size")[int(rng.integers(3))]
     choices = {"colour": COLOUR_NAMES, "shape": SHAPES, "size": tuple(SIZES)}[key]
     attrs[k][key] = str(rng.choice([c for c in choices if c != attrs[k][key]]))
-    text = caption_from_attrs(attrs, it["relation"])
-    prefix = it["text"][: len(it["text"]) - len(caption_from_attrs(it["attrs"], it["relation"]))]
-    return prefix + text
+    return caption_from_attrs(attrs, it["relation"])
 
 
 # ------------------------------------------------------------------------------ VQA
