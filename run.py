@@ -17,12 +17,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from sara.backbones.loading import MissingWeightsError  # noqa: E402
 from sara.runs import execute  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    return execute(cfg)
+    try:
+        return execute(cfg)
+    except MissingWeightsError as e:  # what to download and where, without a traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

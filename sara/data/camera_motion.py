@@ -52,6 +52,7 @@ SPLIT_STREAMS = {"train": 20, "val": 21}
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 NUM_FRAMES = 8
+FORMAT_VERSION = 2  # bumped when written clips change: older folders are rewritten
 
 
 def _camera_path(motion: str, rng: np.random.Generator, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,14 +110,16 @@ def make_clip(motion: str, index: int, seed: int = 0, split: str = "train", num_
 # ------------------------------------------------------------------------------------------------
 # writing
 # ------------------------------------------------------------------------------------------------
-def save_apng(frames: np.ndarray, path: str | os.PathLike, fps: int = 8) -> None:
-    """Write ``uint8[F, H, W, 3]`` as a lossless animated PNG (atomic)."""
+def save_apng(frames: np.ndarray, path: str | os.PathLike) -> None:
+    """Write ``uint8[F, H, W, 3]`` as a lossless animated PNG (atomic). No frame duration is given:
+    with one, Pillow merges identical consecutive frames into one longer frame (a still camera
+    would lose frames)."""
     from PIL import Image
 
     path = Path(path)
     ims = [Image.fromarray(f) for f in frames]
     tmp = path.with_name(f".{path.name}.tmp")
-    ims[0].save(tmp, format="PNG", save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0)
+    ims[0].save(tmp, format="PNG", save_all=True, append_images=ims[1:], loop=0)
     os.replace(tmp, path)
 
 
@@ -135,7 +138,8 @@ def write_motion_dataset(out: str | os.PathLike, motion: str, n: int = 1000, see
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     os.replace(tmp, out / METADATA)
     (out / "dataset.json").write_text(json.dumps({"motion": motion, "n": n, "seed": seed, "split": split,
-                                                  "num_frames": num_frames, "size": size}, indent=1) + "\n")
+                                                  "num_frames": num_frames, "size": size,
+                                                  "format": FORMAT_VERSION}, indent=1) + "\n")
     return out
 
 
@@ -143,7 +147,8 @@ def ensure_motion_dataset(root: str | os.PathLike, motion: str, n: int = 1000, s
                           num_frames: int = NUM_FRAMES, size: int = 32) -> Path:
     """``root/<motion>`` with ``n`` clips; (re)written when missing or made with other settings."""
     folder = Path(root) / motion
-    want = {"motion": motion, "n": n, "seed": seed, "split": "train", "num_frames": num_frames, "size": size}
+    want = {"motion": motion, "n": n, "seed": seed, "split": "train", "num_frames": num_frames, "size": size,
+            "format": FORMAT_VERSION}
     try:
         if json.loads((folder / "dataset.json").read_text()) == want and (folder / METADATA).is_file():
             return folder
@@ -311,3 +316,23 @@ def strip_to_clip(strip: np.ndarray, num_frames: int | None = None) -> np.ndarra
 
 def clip_to_strip(frames: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate(list(frames), axis=1)
+
+
+def build_video_dataset(cfg_data, resolution: int) -> tuple[VideoCaptionFolder, Path]:
+    """The dataset of a ``data`` config of kind ``camera_motion`` (procedural clips of motion
+    ``name``, written under ``root`` when missing) or ``video_folder`` (``<root>/<name>``, any
+    clip folder); returns ``(dataset, folder)``."""
+    kind = cfg_data.get("kind")
+    root, name = Path(cfg_data.get("root", "data/camera_motion")), str(cfg_data.get("name"))
+    num_frames = int(cfg_data.get("num_frames", NUM_FRAMES))
+    if kind == "camera_motion":
+        if name not in CAMERA_MOTIONS:
+            raise ValueError(f"data.name={name!r} is not a procedural camera motion ({', '.join(CAMERA_MOTIONS)}); "
+                             "for your own clips use data.kind=video_folder")
+        folder = ensure_motion_dataset(root, name, int(cfg_data.get("size", 1000)), int(cfg_data.get("seed", 0)),
+                                       num_frames, resolution)
+    else:
+        folder = root / name
+    ds = VideoCaptionFolder(folder, resolution, num_frames, int(cfg_data.get("frame_stride", 1)),
+                            cfg_data.get("caption_prefix") or None)
+    return ds, folder
