@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     rows = validate(a.n, a.seed, a.size, a.frames)
     meta = {"n": a.n, "seed": a.seed, "size": a.size, "num_frames": a.frames, "scale_threshold": SCALE_THRESHOLD,
             "shift_threshold": SHIFT_THRESHOLD, "labels": list(MOTIONS), "wall_time_s": time.time() - t0,
-            "machine": f"{platform.machine()} CPU, {platform.system()}",
+            "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}",
             "command": "python scripts/validate_camera_motion.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     md = table(rows, meta)
     print(md)
