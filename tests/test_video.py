@@ -248,3 +248,29 @@ def test_missing_motion_adapter_names_what_to_download(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg
     assert "guoyww/animatediff-motion-adapter-v1-5-2" in msg and str(tmp_path / "adapter") in msg
+
+
+# ---------------------------------------------------------------------------------------- run.py
+@pytest.mark.slow
+def test_video_smoke_run_writes_a_complete_record(tmp_path):
+    """`python run.py +experiment=video train=smoke method=sara` end to end (the shipped motion
+    prior, a small procedural Zoom In set): a complete result.json with the video metrics."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    if not (REPO / "sara/zoo/motion/config.json").is_file():
+        pytest.skip("motion prior not shipped (python scripts/pretrain_motion.py)")
+    out, data = tmp_path / "runs", tmp_path / "data"
+    p = subprocess.run([sys.executable, "run.py", "+experiment=video", "train=smoke", "method=sara",
+                        f"data.root={data}", "data.size=16", f"output_root={out}", "torch_threads=1"],
+                       cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = json.loads((out / "video/tiny_motion/zoom_in/sara/motion43k/seed0/result.json").read_text())
+    assert rec["status"] == "complete" and rec["backbone"] == "tiny_motion"
+    assert 0 < rec["trainable_params"] <= 1_163_040
+    m = rec["metrics"]
+    assert 0.0 <= m["camera_motion_accuracy"] <= 1.0
+    for k in ("frame_clip", "temporal_consistency", "frame_fid"):
+        assert isinstance(m[k], float), k
