@@ -30,6 +30,7 @@ non-empty caption; a problem raises :class:`~sara.data.folder.DatasetError` nami
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import replace
@@ -147,6 +148,28 @@ def ensure_motion_dataset(root: str | os.PathLike, motion: str, n: int = 1000, s
                           num_frames: int = NUM_FRAMES, size: int = 32) -> Path:
     """``root/<motion>`` with ``n`` clips; (re)written when missing or made with other settings."""
     folder = Path(root) / motion
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(folder.parent / f".{motion}.lock"):  # parallel runs of a sweep share the folder
+        return _ensure(folder, motion, n, seed, num_frames, size)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock on ``path`` (POSIX flock) for the duration of the block."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no POSIX locks: one writer assumed
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _ensure(folder: Path, motion: str, n: int, seed: int, num_frames: int, size: int) -> Path:
     want = {"motion": motion, "n": n, "seed": seed, "split": "train", "num_frames": num_frames, "size": size,
             "format": FORMAT_VERSION}
     try:

@@ -55,22 +55,24 @@ def reference_frames_dir(dataset_root: str | os.PathLike, resolution: int, max_c
     """A cached folder with the frames of the dataset's first ``max_clips`` clips (PNG)."""
     from PIL import Image
 
-    from sara.data.camera_motion import VideoCaptionFolder
+    from sara.data.camera_motion import VideoCaptionFolder, _locked
     from sara.metrics.fid import cache_dir
 
     root = Path(dataset_root).resolve()
     meta = (root / "metadata.jsonl").read_bytes()
     key = hashlib.sha256(str(root).encode() + meta + f"{resolution}-{max_clips}".encode()).hexdigest()[:16]
     out = cache_dir().parent / "video_frames" / f"{root.name}-{key}"
-    if (out / ".complete").is_file():
-        return out
-    ds = VideoCaptionFolder(root, resolution, num_frames=2)
-    ds.num_frames = ds.clip_length  # every frame
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(min(len(ds), int(max_clips))):
-        for k, frame in enumerate(ds.clip(i)):
-            Image.fromarray(frame).save(out / f"{i:05d}_{k:03d}.png")
-    (out / ".complete").write_text("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out.parent / f".{out.name}.lock"):  # parallel runs share the cache
+        if (out / ".complete").is_file():
+            return out
+        ds = VideoCaptionFolder(root, resolution, num_frames=2)
+        ds.num_frames = ds.clip_length  # every frame
+        out.mkdir(parents=True, exist_ok=True)
+        for i in range(min(len(ds), int(max_clips))):
+            for k, frame in enumerate(ds.clip(i)):
+                Image.fromarray(frame).save(out / f"{i:05d}_{k:03d}.png")
+        (out / ".complete").write_text("")
     return out
 
 
