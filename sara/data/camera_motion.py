@@ -149,12 +149,12 @@ def ensure_motion_dataset(root: str | os.PathLike, motion: str, n: int = 1000, s
     """``root/<motion>`` with ``n`` clips; (re)written when missing or made with other settings."""
     folder = Path(root) / motion
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(folder.parent / f".{motion}.lock"):  # parallel runs of a sweep share the folder
+    with file_lock(folder.parent / f".{motion}.lock"):  # parallel runs of a sweep share the folder
         return _ensure(folder, motion, n, seed, num_frames, size)
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def file_lock(path: Path):
     """An exclusive advisory lock on ``path`` (POSIX flock) for the duration of the block."""
     try:
         import fcntl

@@ -55,7 +55,7 @@ def reference_frames_dir(dataset_root: str | os.PathLike, resolution: int, max_c
     """A cached folder with the frames of the dataset's first ``max_clips`` clips (PNG)."""
     from PIL import Image
 
-    from sara.data.camera_motion import VideoCaptionFolder, _locked
+    from sara.data.camera_motion import VideoCaptionFolder, file_lock
     from sara.metrics.fid import cache_dir
 
     root = Path(dataset_root).resolve()
@@ -63,7 +63,7 @@ def reference_frames_dir(dataset_root: str | os.PathLike, resolution: int, max_c
     key = hashlib.sha256(str(root).encode() + meta + f"{resolution}-{max_clips}".encode()).hexdigest()[:16]
     out = cache_dir().parent / "video_frames" / f"{root.name}-{key}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(out.parent / f".{out.name}.lock"):  # parallel runs share the cache
+    with file_lock(out.parent / f".{out.name}.lock"):  # parallel runs share the cache
         if (out / ".complete").is_file():
             return out
         ds = VideoCaptionFolder(root, resolution, num_frames=2)
