@@ -52,7 +52,6 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    t_start = time.time()
     out, ck_dir = a.out, a.out / ".pretrain"
     ck_dir.mkdir(parents=True, exist_ok=True)
     ck_path = ck_dir / "state.pt"

@@ -144,7 +144,6 @@ class MotionBackbone(Backbone):
         denoiser = UNetMotionModel.from_unet2d(image.denoiser, adapter)
         image.denoiser = None  # its weights live on in the motion UNet
         merged = {**image.cfg, **{k: v for k, v in cfg.items() if k != "image"}}
-        merged.setdefault("resolution", image.resolution)
         merged["resolution"] = merged.get("resolution") or image.resolution
         super().__init__(cfg=merged, denoiser=denoiser, vae=image.vae, text_encoders=image.text_encoders,
                          tokenizers=image.tokenizers, noise_scheduler=image.noise_scheduler,
