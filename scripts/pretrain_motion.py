@@ -66,7 +66,8 @@ def main(argv=None) -> int:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay)
     data = ProceduralClips("objects", bb.resolution, a.num_frames, seed=a.seed)
-    step, elapsed_before, curve = 0, 0.0, []
+    cmd = "python scripts/pretrain_motion.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    step, elapsed_before, curve, commands = 0, 0.0, [], []
     if a.resume and ck_path.is_file():
         st = torch.load(ck_path, map_location="cpu", weights_only=False)
         for k in ("batch_size", "num_frames", "seed", "lr"):
@@ -79,14 +80,17 @@ def main(argv=None) -> int:
         opt.load_state_dict(st["optimizer"])
         torch.set_rng_state(st["rng"])
         step, elapsed_before, curve = st["step"], st["elapsed_s"], st["curve"]
+        commands = list(st.get("commands", []))
         print(f"resumed at step {step} ({elapsed_before:.0f} s of training so far)", flush=True)
     elif ck_path.exists():
         raise SystemExit(f"{ck_path} exists: pass --resume to continue it (or delete it to start again)")
+    commands.append(f"{cmd}  # from step {step}")
 
     def save_ckpt():
         state = {"motion": {n: p.detach().cpu().clone() for n, p in den.named_parameters() if is_motion_param(n)},
                  "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "step": step,
-                 "elapsed_s": elapsed_before + (time.time() - t0), "curve": curve, "args": vars(a) | {"out": str(a.out)}}
+                 "elapsed_s": elapsed_before + (time.time() - t0), "curve": curve, "args": vars(a) | {"out": str(a.out)},
+                 "commands": commands}
         tmp = ck_dir / ".state.pt.tmp"
         torch.save(state, tmp)
         os.replace(tmp, ck_path)
@@ -117,11 +121,10 @@ def main(argv=None) -> int:
     wall = elapsed_before + (time.time() - t0)
     bb.save_adapter(out)
     n_motion = sum(p.numel() for p in params)
-    cmd = "python scripts/pretrain_motion.py " + " ".join(argv if argv is not None else sys.argv[1:])
     _atomic_json(out / "manifest.json", {
         "what": "tiny motion prior: MotionAdapter (sara.backbones.motion) on the shipped tiny image backbone, "
                 "pre-trained on procedural clips of moving objects (static camera)",
-        "command": cmd, "seed": a.seed, "steps": step, "steps_planned": a.steps, "batch_size": a.batch_size,
+        "command": commands[0].split("  #")[0], "sessions": commands, "seed": a.seed, "steps": step, "steps_planned": a.steps, "batch_size": a.batch_size,
         "num_frames": a.num_frames, "lr": a.lr, "clips_seen": step * a.batch_size,
         "motion_params": n_motion, "dtype": "float16", "wall_time_s": round(wall, 1),
         "device": a.device, "threads": a.threads, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
