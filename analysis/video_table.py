@@ -121,6 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--experiment", default="video", help="experiment name (its variant 'prior': the prior rows)")
     ap.add_argument("--out", type=Path, default=Path("outputs/analysis/video"))
     ap.add_argument("--clips", type=int, default=2, help="clips per row of the grid")
+    ap.add_argument("--doc", type=Path, default=None,
+                    help="a markdown file whose <!-- video-results:start/end --> block gets the table and grids")
+    ap.add_argument("--note", default="", help="a paragraph put under the table in --doc (settings, machine)")
     a = ap.parse_args(argv)
     df = load(a.root, a.experiment)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -130,9 +133,33 @@ def main(argv=None) -> int:
     with open(a.out / "video_table.csv", "w", newline="") as f:
         csv.writer(f).writerows([cols] + rows)
     print(md)
-    for p in grid(df, a.out, a.clips):
+    grids = grid(df, a.out, a.clips)
+    for p in grids:
         print(f"wrote {p}")
+    if a.doc is not None:
+        write_doc(a.doc, md, grids, a.note)
     return 0
+
+
+def write_doc(doc: Path, md: str, grids: list[Path], note: str = "") -> None:
+    """Replace the ``video-results`` block of ``doc`` with the table, ``note`` and the grids
+    (copied to ``img/video/`` beside it)."""
+    import shutil
+
+    start, end = "<!-- video-results:start -->", "<!-- video-results:end -->"
+    text = doc.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        raise SystemExit(f"{doc}: no {start} ... {end} block to replace")
+    img = doc.parent / "img" / "video"
+    img.mkdir(parents=True, exist_ok=True)
+    links = []
+    for g in grids:
+        shutil.copyfile(g, img / g.name)
+        links.append(f"![{g.stem}](img/video/{g.name})")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    body = "\n".join([md.rstrip(), "", note.strip(), "", *links]).strip()
+    doc.write_text(head + start + "\n" + body + "\n" + end + tail, encoding="utf-8")
 
 
 if __name__ == "__main__":
