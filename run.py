@@ -17,16 +17,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from sara.backbones.loading import MissingWeightsError  # noqa: E402
 from sara.runs import execute  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    try:
-        return execute(cfg)
-    except MissingWeightsError as e:  # what to download and where, without a traceback
-        raise SystemExit(f"error: {e}") from None
+    from sara.cli import run_or_exit  # use-outside: short errors, metrics on the last line
+
+    return run_or_exit(execute, cfg)
 
 
 if __name__ == "__main__":

@@ -16,21 +16,18 @@ For every reported VLHI cell:
 
 Writes ``audit_paper_vlhi.{md,tex,csv}`` and prints the summary.
 
-    python analysis/audit_paper_vlhi.py --out outputs/analysis/audit [--paper paper/reported_style_finetuning.csv]
+    python -m analysis.audit_paper_vlhi --out outputs/analysis/audit [--paper paper/reported_style_finetuning.csv]
 """
 from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from _common import fmt, latex_table, markdown_table, out_dir  # noqa: E402
+from .common import fmt, latex_table, markdown_table, out_dir
 
 NAME = "audit_paper_vlhi"
 TABLES = ("table1", "table4", "table5", "table6")

@@ -10,21 +10,17 @@ the suite's budgets are the same fractions of the denoiser as on SD 1.5).
 Reads the results table and the repo's ``paper/`` (``reported_style_finetuning.csv``,
 ``reported_other.md``). Writes ``compare_paper.{md,tex}`` and ``compare_paper_style.csv``.
 
-    python analysis/compare_paper.py --results results.csv --out outputs/analysis/compare
+    python -m analysis.compare_paper --results results.csv --out outputs/analysis/compare
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from _common import (DATASETS, MEAN, budget_sort_key, PAPER_TO_SUITE, QUALITY_LABEL, arg_parser, fmt, has_metric, load,  # noqa: E402
+from .common import (DATASETS, MEAN, budget_sort_key, PAPER_TO_SUITE, QUALITY_LABEL, arg_parser, fmt, has_metric, load,
                      mean_over_seeds, method_label, num, out_dir, paper_other, paper_wide, rows_of, sci,
                      sort_rows, style_long, to_float, vlhi_groups, write_tables)
+from .table10_amplification import amplification_long, summary
 
 NAME = "compare_paper"
 SUITE_TO_PAPER = {v: k for k, v in PAPER_TO_SUITE.items()}
@@ -191,8 +187,6 @@ def amplification_section(df, other):
     rep = other.get("table10")
     if rep is None:
         return []
-    from table10_amplification import amplification_long, summary
-
     ours = rows_of(df, "analysis")
     long = amplification_long(ours) if len(ours) else pd.DataFrame()
     s = summary(long) if len(long) else pd.DataFrame(columns=["method", "r", "proj_norm", "amplification", "budget"])

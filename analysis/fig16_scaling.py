@@ -3,17 +3,15 @@
 Reads the `scaling` experiment rows (``alpha`` from ``delta.alpha``). Writes
 ``fig16_scaling.{png,pdf}`` and ``fig16_scaling.{md,tex}``.
 
-    python analysis/fig16_scaling.py --results results.csv --out outputs/analysis/scaling
+    python -m analysis.fig16_scaling --results results.csv --out outputs/analysis/scaling
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (DATASETS, arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,  # noqa: E402
+from .common import (DATASETS, arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,
                      rows_of, save_fig, sci, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, spearman, verdict
 
 NAME = "fig16_scaling"
 
@@ -65,6 +63,40 @@ def main(argv=None):
     files = save_fig(fig, out, NAME)
     files += write_tables(out, NAME, sections, "Fig. 16 — scaling the SaRA delta")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _scaling(df):
+    d = rows_of(df, "scaling")
+    if d.empty or not has_metric(d, "fid", "clip_score") or num(d, "alpha").isna().all():
+        return NOT_RUN, "no `scaling` runs"
+    d = d.assign(alpha=num(d, "alpha"))
+    m = mean_over_seeds(d, ["backbone", "dataset", "alpha"], ["fid", "clip_score"])
+    rows, nf, nc, n = [], 0, 0, 0
+    for (bb, ds), g in m.groupby(["backbone", "dataset"]):
+        rf, rc = spearman(g["alpha"], g["fid"]), spearman(g["alpha"], g["clip_score"])
+        if np.isfinite(rf) and np.isfinite(rc):
+            n += 1
+            nf += rf < 0
+            nc += rc < 0
+            rows.append(f"{ds}: ρ(α, FID) {fmt(rf)}, ρ(α, CLIP) {fmt(rc)}")
+    if not n:
+        return NOT_RUN, "too few α values"
+    ok = nf > n / 2 and nc > n / 2
+    return verdict(ok), f"FID falls with α on {nf}/{n} datasets, CLIP falls on {nc}/{n} — " + "; ".join(rows)
+
+
+CLAIMS = [
+    Claim("C23", "Scaling the delta up (α) adds target-style features (FID falls) and loses text alignment (CLIP falls)",
+          "Fig. 16, App. F", "scaling", _scaling),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C23 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

@@ -6,19 +6,16 @@ merged model's FID against both datasets. For every pair the figure shows FID ag
 two datasets for: the base model (β = 0, 0), D only, E only, and D + E. Writes
 ``fig17_merging.{png,pdf}`` and ``fig17_merging.{md,tex}``.
 
-    python analysis/fig17_merging.py --results results.csv --out outputs/analysis/merging
+    python -m analysis.fig17_merging --results results.csv --out outputs/analysis/merging
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot, rows_of,  # noqa: E402
+from .common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot, rows_of,
                      save_fig, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, verdict
 
 NAME = "fig17_merging"
 
@@ -41,8 +38,6 @@ def merging_long(df):
         model = "+".join(x if beta[x] == 1 else f"{beta[x]:g}·{x}" for x in on) or "base"
         rows.append({"backbone": r["backbone"], "pair": f"{a}+{b}", "model": model, "target": r["dataset"],
                      "fid": r["fid"], "clip_score": r.get("clip_score", np.nan)})
-    import pandas as pd
-
     return pd.DataFrame(rows)
 
 
@@ -91,6 +86,43 @@ def main(argv=None):
                           "A merged model has both styles when its FID against each dataset is close to that "
                           "dataset's own model and below the base model's.")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _merging(df):
+    d = rows_of(df, "merging")
+    m = merging_long(d) if len(d) and has_metric(d, "fid") else pd.DataFrame()
+    if m.empty:
+        return NOT_RUN, "no `merging` runs"
+    rows, ok, n = [], True, 0
+    for (bb, pair), g in m.groupby(["backbone", "pair"]):
+        for t in pair.split("+"):
+            mg = g[(g["model"] == pair) & (g["target"] == t)]["fid"]
+            base = g[(g["model"] == "base") & (g["target"] == t)]["fid"]
+            if len(mg) and len(base):
+                n += 1
+                good = float(mg.iloc[0]) < float(base.iloc[0])
+                ok &= good
+                rows.append(f"{pair} vs {t}: merged {fmt(float(mg.iloc[0]))}, base {fmt(float(base.iloc[0]))}")
+                # other merge weights (e.g. β = 0.5, 0.5) are shown, not judged: the claim is about β = 1
+                other = g[(g["model"] != pair) & g["model"].str.contains("+", regex=False) & (g["target"] == t)]
+                rows += [f"{r.model} vs {t}: {fmt(r.fid)}" for r in other.itertuples()]
+    if not n:
+        return NOT_RUN, "needs merged (β = 1, 1) and base (β = 0, 0) runs"
+    return verdict(ok), "; ".join(rows)
+
+
+CLAIMS = [
+    Claim("C24", "A merged delta of two datasets carries both styles (FID against each below the base model's)",
+          "Fig. 17, App. G", "merging", _merging),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C24 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

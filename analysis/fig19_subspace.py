@@ -9,19 +9,16 @@ records ``{"layer", "phi", "phi_random", "delta_u"?}``). Only numpy maths on rec
 model. Writes ``fig19_subspace.{png,pdf}``, ``fig20_delta_subspace.{png,pdf}`` (when possible) and
 ``fig19_subspace.{md,tex}`` (mean φ per method/layer).
 
-    python analysis/fig19_subspace.py --results results.csv --out outputs/analysis/analysis
+    python -m analysis.fig19_subspace --results results.csv --out outputs/analysis/analysis
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, budget_sort_key, decode_col, fmt, load, method_label, method_sort_key,  # noqa: E402
+from .common import (arg_parser, budget_sort_key, decode_col, fmt, load, method_label, method_sort_key,
                      out_dir, pyplot, rows_of, save_fig, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, verdict
 
 NAME = "fig19_subspace"
 
@@ -133,6 +130,56 @@ def main(argv=None):
                          "cells": delta_cells, "n_index": 2, "caption": "Mean subspace similarity of SaRA deltas (Fig. 20)"})
     files += write_tables(out, NAME, sections, "Figs. 19/20 — subspace similarity (SPEC Eq. 11)")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _subspace_means(df):
+    d = rows_of(df, "analysis")
+    out = []
+    for (_, r), recs in zip(d.iterrows(), decode_col(d, "subspace")):
+        for x in recs or []:
+            out.append({"backbone": r["backbone"], "method": r["method"], "budget": str(r["budget"]), "layer": x["layer"],
+                        "phi": float(np.mean(x["phi"])), "phi_random": float(np.mean(x["phi_random"]))
+                        if x.get("phi_random") is not None else np.nan})
+    return pd.DataFrame(out)
+
+
+def _sara_more_similar(df):
+    s = _subspace_means(df)
+    if s.empty or not {"sara", "lora"} <= set(s["method"]):
+        return NOT_RUN, "needs `analysis` runs of SaRA and LoRA with a subspace report"
+    rows, ok = [], True
+    for (bb, bu), g in s.groupby(["backbone", "budget"]):
+        a, b = g[g["method"] == "sara"]["phi"].mean(), g[g["method"] == "lora"]["phi"].mean()
+        if np.isfinite(a) and np.isfinite(b):
+            ok &= a > b
+            rows.append(f"{bb} {bu}: mean φ(W0, W) SaRA {fmt(a, 3)} vs LoRA {fmt(b, 3)}")
+    if not rows:
+        return NOT_RUN, "no budget with both SaRA and LoRA"
+    return verdict(ok), "; ".join(rows)
+
+
+def _random_low(df):
+    s = _subspace_means(df)
+    if s.empty or s["phi_random"].isna().all():
+        return NOT_RUN, "needs `analysis` runs with a subspace report"
+    r = float(s["phi_random"].mean())
+    lo = float(s.groupby("method")["phi"].mean().min())
+    return verdict(r < lo), f"mean φ(W0, random) {fmt(r, 3)} vs lowest method mean {fmt(lo, 3)}"
+
+
+CLAIMS = [
+    Claim("C19", "SaRA-updated W is more similar to W0 than LoRA-updated W", "Fig. 19", "analysis", _sara_more_similar),
+    Claim("C20", "A random update leaves W with the lowest similarity to W0", "Fig. 19", "analysis", _random_low,
+          trivial="the reference is a standalone Gaussian matrix, not W0 plus a random update of SaRA's norm, so it ranks lowest by construction"),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C19, C20 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,15 @@ Fig. 22 / Eq. 12: for every θ of the lr × θ grid the lr with the best VLHI, f
 Writes ``fig21_24_hyper_<grid>.{png,pdf}``, ``fig22_lr_fit.{png,pdf}``, ``fig21_24_hyper.{md,tex}``
 and ``eq12_fit.json``.
 
-    python analysis/fig21_24_hyper.py --results results.csv --out outputs/analysis/hyper
+    python -m analysis.fig21_24_hyper --results results.csv --out outputs/analysis/hyper
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, dump_json, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,  # noqa: E402
+from .common import (arg_parser, dump_json, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,
                      rows_of, save_fig, sci, vlhi_groups, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, spearman, verdict
 
 NAME = "fig21_24_hyper"
 KNOBS = ["lr", "threshold", "progressive_iter", "lambda_rank"]
@@ -181,6 +177,81 @@ def main(argv=None):
                          "caption": "Eq. 12 exponential fit of the best learning rate per threshold"})
     files += write_tables(out, NAME, sections, "Figs. 21–24 — hyper-parameters")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _hyper_lr_theta(df):
+    d = rows_of(df, "hyper", prefix=True)
+    if d.empty or not has_metric(d, "fid", "clip_score"):
+        return NOT_RUN, "no `hyper` runs"
+    g = grid_frames(d).get("lr_theta")
+    if g is None:
+        return NOT_RUN, "no lr × θ grid"
+    x, y, m = g
+    best = best_per_column(m, x, y)
+    if len(best) < 2:
+        return NOT_RUN, "fewer than two thresholds"
+    fit = fit_eq12([b[0] for b in best], [b[1] for b in best])
+    rho = spearman([b[0] for b in best], [b[1] for b in best])
+    # A best lr that is the same for every θ fits b ≈ 0 of either sign: ask for a falling rank order too.
+    ok = fit["b"] < 0 and rho < 0  # rho is NaN (False) when the best lr does not vary
+    top = float(m[y].max())
+    edge = [t for t, lr, _ in best if lr == top]
+    note = (f"; the best lr is the grid's largest ({sci(top)}) at θ = {', '.join(sci(t) for t in edge)}: "
+            "the optimum there may lie above the grid") if edge else ""
+    return verdict(ok), ("best lr per θ: " + ", ".join(f"θ={sci(t)}: {sci(lr)}" for t, lr, _ in best) +
+                          f"; fit lr = {fit['a']:.2e}·exp({fit['b']:.0f}·θ) (paper 1e-3·exp(−350·θ)); ρ = {fmt(rho)}"
+                          + note)
+
+
+def _grid_trend(df, grid, knob, fid_sign, clip_sign):
+    """Spearman ρ of FID and of CLIP against one knob of a `hyper` grid (mean over the other knob);
+    reproduced when both have the claimed signs (−1: falls as the knob grows, +1: rises)."""
+    d = rows_of(df, "hyper", prefix=True)
+    if d.empty or not has_metric(d, "fid", "clip_score"):
+        return NOT_RUN, "no `hyper` runs"
+    g = grid_frames(d).get(grid)
+    if g is None:
+        return NOT_RUN, f"no {grid} grid"
+    x, y, m = g
+    other = x if knob == y else y
+    m = m.groupby(knob, as_index=False)[["fid", "clip_score"]].mean()
+    name = LABEL.get(knob, knob)
+    if len(m) < 3:
+        return NOT_RUN, f"the {grid} grid has {len(m)} value(s) of {name} so far; a trend needs 3"
+    rf, rc = spearman(m[knob], m["fid"]), spearman(m[knob], m["clip_score"])
+    ok = np.sign(rf) == fid_sign and np.sign(rc) == clip_sign
+    per = "; ".join(f"{sci(k)}: {fmt(f)} / {fmt(c)}" for k, f, c in zip(m[knob], m["fid"], m["clip_score"]))
+    return verdict(ok), (f"over {name} (mean over {LABEL.get(other, other)}): ρ({name}, FID) {fmt(rf)}, "
+                          f"ρ({name}, CLIP) {fmt(rc)}; FID / CLIP per {name}: {per}")
+
+
+def _hyper_rank(df):
+    return _grid_trend(df, "rank_piter", "lambda_rank", +1, +1)
+
+
+def _hyper_lr(df):
+    return _grid_trend(df, "lr_piter", "lr", -1, -1)
+
+
+def _hyper_piter(df):
+    return _grid_trend(df, "lr_piter", "progressive_iter", -1, -1)
+
+
+CLAIMS = [
+    Claim("C25", "The best learning rate decreases as θ grows (Eq. 12: lr = a·exp(b·θ), b < 0)", "Figs. 21, 22",
+          "hyper", _hyper_lr_theta),
+    Claim("C26", "A larger λ_rank worsens FID and improves CLIP", "Fig. 24", "hyper", _hyper_rank),
+    Claim("C29", "A larger learning rate improves FID and worsens CLIP", "Fig. 23", "hyper", _hyper_lr),
+    Claim("C30", "A later progressive iteration improves FID and worsens CLIP", "Fig. 23", "hyper", _hyper_piter),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C25, C26, C29, C30 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

@@ -4,19 +4,15 @@ Reads the `pruning` experiment rows of the results table (``prune_threshold``, `
 ``fid``, ``clip_score``); θ = 0 is the untouched model (dashed line). Writes
 ``fig2_pruning.{png,pdf}`` and ``fig2_pruning.{md,tex}``.
 
-    python analysis/fig2_pruning.py --results results.csv --out outputs/analysis/pruning
+    python -m analysis.fig2_pruning --results results.csv --out outputs/analysis/pruning
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,  # noqa: E402
+from .common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,
                      rows_of, save_fig, sci, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, verdict
 
 NAME = "fig2_pruning"
 
@@ -82,6 +78,91 @@ def main(argv=None):
                          "label": f"tab:pruning-{bb}"})
     files += write_tables(out, NAME, sections, "Fig. 2 — pruning the smallest parameters")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+PRUNE_FID_TOL = 0.05
+
+
+PRUNE_CLIP_TOL = 0.5
+
+
+PRUNE_MAX_FRACTION = 0.20
+
+
+PRUNE_MAX_THETA = 2e-3  # used when the runs did not record the pruned fraction
+
+
+def _pruned_means(df):
+    """Means per (backbone, θ) of the runs that recorded ``prune_threshold``; None when none did."""
+    d = rows_of(df, "pruning")
+    if d.empty or not has_metric(d, "fid"):
+        return None
+    d = d.assign(theta=num(d, "prune_threshold"))
+    d = d[d["theta"].notna()]
+    return mean_over_seeds(d, ["backbone", "theta"], ["fid", "clip_score", "prune_fraction"]) if len(d) else None
+
+
+def _pruning_barely(df):
+    m = _pruned_means(df)
+    if m is None:
+        return NOT_RUN, "no `pruning` runs"
+    rows, ok, any_ = [], True, False
+    for bb, g in m.groupby("backbone"):
+        base = g[g["theta"] == 0]
+        if base.empty:
+            continue
+        f0 = float(base["fid"].iloc[0])
+        c0 = float(base["clip_score"].iloc[0]) if "clip_score" in g else np.nan
+        use_frac = g["prune_fraction"].notna().any() if "prune_fraction" in g else False
+        sel = g[(g["theta"] > 0) & ((g["prune_fraction"] <= PRUNE_MAX_FRACTION) if use_frac else (g["theta"] <= PRUNE_MAX_THETA))]
+        if sel.empty:
+            continue
+        any_ = True
+        dfid = float(((sel["fid"] - f0).abs() / f0).max())
+        dclip = float((sel["clip_score"] - c0).abs().max()) if np.isfinite(c0) else 0.0
+        good = dfid <= PRUNE_FID_TOL and dclip <= PRUNE_CLIP_TOL
+        ok &= good
+        lim = f"pruned ≤ {PRUNE_MAX_FRACTION:.0%}" if use_frac else f"θ ≤ {sci(PRUNE_MAX_THETA)}"
+        rows.append(f"{bb} ({lim}, up to θ = {sci(sel['theta'].max())}): max |ΔFID| {fmt(100 * dfid, 1)}%, "
+                    f"max |ΔCLIP| {fmt(dclip)}")
+    if not any_:
+        return NOT_RUN, "no pruning run with θ > 0 in range and an unpruned (θ = 0) reference"
+    return verdict(ok), f"tolerance |ΔFID| ≤ {PRUNE_FID_TOL:.0%}, |ΔCLIP| ≤ {PRUNE_CLIP_TOL} — " + "; ".join(rows)
+
+
+def _pruning_improves(df):
+    m = _pruned_means(df)
+    if m is None:
+        return NOT_RUN, "no `pruning` runs"
+    rows, ok = [], False
+    for bb, g in m.groupby("backbone"):
+        base = g[g["theta"] == 0]
+        if base.empty:
+            continue
+        f0 = float(base["fid"].iloc[0])
+        better = g[(g["theta"] > 0) & (g["fid"] < f0)]
+        ok |= len(better) > 0
+        rows.append(f"{bb}: unpruned FID {fmt(f0)}, best pruned {fmt(g[g['theta'] > 0]['fid'].min())}"
+                    + (f" at θ = {sci(better.loc[better['fid'].idxmin(), 'theta'])}" if len(better) else ""))
+    if not rows:
+        return NOT_RUN, "no unpruned reference (θ = 0)"
+    return verdict(ok), "; ".join(rows)
+
+
+CLAIMS = [
+    Claim("C14", f"Zeroing the entries with |w| < θ (up to ~{PRUNE_MAX_FRACTION:.0%} of the parameters) barely changes "
+                 f"FID and CLIP", "Fig. 2, Sec. 3.1", "pruning", _pruning_barely),
+    Claim("C15", "Some pruning thresholds even improve FID slightly", "Fig. 2", "pruning", _pruning_improves,
+          trivial="any pruned FID below the unpruned one passes, which sampling noise alone produces; it needs the improvement to exceed the noise"),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C14, C15 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

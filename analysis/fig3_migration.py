@@ -5,17 +5,15 @@ Reads the `migration` experiment rows (JSON cell ``migration`` = ``MigrationTrac
 ``{"threshold", "history": [{"step", "still_below", "new_below", ...}]}``). Writes
 ``fig3_migration.{png,pdf}`` and ``fig3_migration.{md,tex}``.
 
-    python analysis/fig3_migration.py --results results.csv --out outputs/analysis/migration
+    python -m analysis.fig3_migration --results results.csv --out outputs/analysis/migration
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (arg_parser, decode_col, fmt, load, migration_frame, out_dir, pyplot, rows_of,  # noqa: E402
+from .common import (arg_parser, decode_col, fmt, load, migration_frame, out_dir, pyplot, rows_of,
                      save_fig, sci, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, verdict
 
 NAME = "fig3_migration"
 SERIES = [("still_below", "initially below θ, still below", "C0"),
@@ -69,6 +67,52 @@ def main(argv=None):
     files = save_fig(fig, out, NAME)
     files += write_tables(out, NAME, sections, "Fig. 3 — parameter migration")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _migration(df):
+    d = rows_of(df, "migration")
+    frames = [migration_frame(o) for o in decode_col(d, "migration")] if len(d) else []
+    return [f for f in frames if not f.empty and "still_below" in f]
+
+
+def _migration_falls(df):
+    fr = _migration(df)
+    if not fr:
+        return NOT_RUN, "no `migration` runs with a history"
+    rows, ok = [], True
+    for f in fr:
+        s = f["still_below"].to_numpy(float)
+        mono = bool(np.all(np.diff(s) <= 0.01))
+        ok &= mono and s[-1] < s[0]
+        rows.append(f"{fmt(100 * s[0], 1)}% → {fmt(100 * s[-1], 1)}% over {int(f['step'].iloc[-1])} iterations"
+                    + ("" if mono else " (not monotone)"))
+    return verdict(ok), "; ".join(rows)
+
+
+def _migration_new(df):
+    fr = [f for f in _migration(df) if "new_below" in f]
+    if not fr:
+        return NOT_RUN, "no `migration` runs with a history"
+    ok = all(float(f["new_below"].iloc[-1]) > 0 for f in fr)
+    return verdict(ok), "; ".join(f"share of below-θ entries that started above: {fmt(100 * float(f['new_below'].iloc[-1]), 1)}%"
+                                   for f in fr)
+
+
+CLAIMS = [
+    Claim("C16", "During continued training the share of initially-below-θ entries still below θ falls steadily",
+          "Fig. 3", "migration", _migration_falls),
+    Claim("C17", "During continued training some initially-above-θ entries fall below θ", "Fig. 3", "migration",
+          _migration_new,
+          trivial="a final share above zero passes by construction once any entry crosses θ; the paper describes a rising curve"),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C16, C17 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

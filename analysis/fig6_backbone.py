@@ -4,19 +4,15 @@ Reads the `backbone` experiment rows (``fid`` per method); the untouched model i
 variant ``pretrained`` (``experiment_name=backbone--pretrained train.steps=0``). Writes
 ``fig6_backbone.{png,pdf}`` and ``fig6_backbone.{md,tex}``.
 
-    python analysis/fig6_backbone.py --results results.csv --out outputs/analysis/backbone
+    python -m analysis.fig6_backbone --results results.csv --out outputs/analysis/backbone
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, method_label,  # noqa: E402
+from .common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, method_label,
                      method_sort_key, out_dir, pyplot, rows_of, save_fig, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, verdict
 
 NAME = "fig6_backbone"
 
@@ -67,6 +63,40 @@ def main(argv=None):
     files = save_fig(fig, out, NAME)
     files += write_tables(out, NAME, sections, "Fig. 6 — backbone enhancement", "Best FID in bold.")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _backbone_best(df):
+    d = rows_of(df, "backbone")
+    if d.empty or not has_metric(d, "fid"):
+        return NOT_RUN, "no `backbone` runs"
+    d = d.assign(label=[("pretrained" if v == "pretrained" else m) for m, v in zip(d["method"], d["variant"])])
+    m = mean_over_seeds(d, ["backbone", "label"], ["fid"])
+    rows, ok = [], True
+    for bb, g in m.groupby("backbone"):
+        t = g[g["label"] != "pretrained"]
+        if "sara" not in set(t["label"]) or len(t) < 2:
+            return NOT_RUN, "needs SaRA and another method"
+        best = t.loc[t["fid"].idxmin(), "label"]
+        pre = g[g["label"] == "pretrained"]["fid"]
+        sara = float(t[t["label"] == "sara"]["fid"].iloc[0])
+        ok &= best == "sara"
+        rows.append(f"{bb}: best {method_label(best)} {fmt(t['fid'].min())}, SaRA {fmt(sara)}"
+                    + (f", pre-trained {fmt(float(pre.iloc[0]))}" if len(pre) else ""))
+    return verdict(ok), "; ".join(rows)
+
+
+CLAIMS = [
+    Claim("C18", "SaRA gives the best FID when continuing training on the pre-training data", "Fig. 6", "backbone",
+          _backbone_best),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C18 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

@@ -4,18 +4,13 @@ several seeds, per method, with the gap between the methods' means next to the s
 Reads the `seeds` experiment rows (any method, dataset, budget, seed). Writes
 ``seed_spread.{md,tex}`` and ``seed_spread.{png,pdf}`` (one point per seed, mean as a bar).
 
-    python analysis/seed_spread.py --results results.csv --out outputs/analysis/seeds
+    python -m analysis.seed_spread --results results.csv --out outputs/analysis/seeds
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, fmt, has_metric, load, mean_over_seeds, method_label, method_sort_key,  # noqa: E402
+from .common import (arg_parser, fmt, has_metric, load, mean_over_seeds, method_label, method_sort_key,
                      out_dir, pyplot, rows_of, save_fig, write_missing, write_tables)
 
 NAME = "seed_spread"

@@ -6,16 +6,13 @@ method learned the style, or left the base model's look, or broke the images.
 Reads the `style` rows of the results table (``paths.samples``: the run's sample folder;
 ``paths.dataset``: the training folder). Writes ``style_samples.{png,pdf}``.
 
-    python analysis/style_samples.py --results results.csv --out outputs/analysis/style --budget 50M
+    python -m analysis.style_samples --results results.csv --out outputs/analysis/style --budget 50M
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (arg_parser, load, method_label, method_sort_key, out_dir, rows_of, run_main,  # noqa: E402
+from .common import (arg_parser, load, method_label, method_sort_key, out_dir, rows_of, run_main,
                      write_missing)
 
 NAME = "style_samples"

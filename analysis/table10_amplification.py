@@ -6,20 +6,16 @@ Reads the `analysis` experiment rows (JSON cell ``amplification`` =
 "own_proj_norm", "amplification"}``), averaged over the recorded layers (and seeds). Writes
 ``table10_amplification.{md,tex}`` and ``table10_amplification.{png,pdf}``.
 
-    python analysis/table10_amplification.py --results results.csv --out outputs/analysis/analysis
+    python -m analysis.table10_amplification --results results.csv --out outputs/analysis/analysis
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from _common import (arg_parser, budget_sort_key, decode_col, fmt, load, method_label, out_dir, pyplot,  # noqa: E402
-                     rows_of, save_fig, write_missing, write_tables)
+from .common import (arg_parser, budget_sort_key, decode_col, fmt, load, method_label, out_dir, paper_other, pyplot,
+                     rows_of, save_fig, to_float, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, paper_verdict, value_of, verdict
 
 NAME = "table10_amplification"
 
@@ -87,6 +83,68 @@ def main(argv=None):
     files += write_tables(out, NAME, sections, "Table 10 — amplification",
                           "Averaged over the recorded layers (and seeds).")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _amp(df):
+    d = rows_of(df, "analysis")
+    long = amplification_long(d) if len(d) else pd.DataFrame()
+    return summary(long) if len(long) else None
+
+
+def _amp_sara_higher(df):
+    s = _amp(df)
+    if s is None or not {"sara", "lora"} <= set(s["method"]):
+        return NOT_RUN, "needs `analysis` runs of SaRA and LoRA with an amplification report"
+    rows, ok = [], True
+    for (bb, bu, r), g in s.groupby(["backbone", "budget", "r"]):
+        a, b = value_of(g, "sara", "amplification"), value_of(g, "lora", "amplification")
+        if np.isfinite(a) and np.isfinite(b):
+            ok &= a > b
+            rows.append(f"{bu} r={int(r)}: SaRA {fmt(a)} vs LoRA {fmt(b)}")
+    return verdict(ok), "; ".join(rows)
+
+
+def _amp_decreases(df):
+    s = _amp(df)
+    if s is None or "sara" not in set(s["method"]):
+        return NOT_RUN, "needs `analysis` runs of SaRA with an amplification report"
+    rows, ok = [], True
+    for (bb, bu), g in s[s["method"] == "sara"].groupby(["backbone", "budget"]):
+        g = g.sort_values("r")
+        dec = bool(np.all(np.diff(g["amplification"].to_numpy(float)) < 0))
+        ok &= dec
+        rows.append(f"{bu}: " + " → ".join(fmt(v) for v in g["amplification"]))
+    return verdict(ok), "SaRA amplification over r — " + "; ".join(rows)
+
+
+def _paper_t10(which):
+    def paper():
+        t = paper_other().get("table10")
+        if t is None:
+            return NOT_RUN, "paper Table 10 not found"
+        sa = t["SaRA amplification"].map(to_float).to_numpy()
+        lo = t["LoRA amplification"].map(to_float).to_numpy()
+        if which == "higher":
+            return paper_verdict(np.all(sa > lo)), "Table 10: SaRA " + \
+                ", ".join(map(str, sa)) + " vs LoRA " + ", ".join(map(str, lo))
+        return paper_verdict(np.all(np.diff(sa) < 0)), "Table 10: " + " → ".join(map(str, sa))
+    return paper
+
+
+CLAIMS = [
+    Claim("C21", "SaRA's amplification factor exceeds LoRA's at every r", "Table 10", "analysis", _amp_sara_higher,
+          _paper_t10("higher")),
+    Claim("C22", "The amplification factor decreases as r grows", "Table 10", "analysis", _amp_decreases,
+          _paper_t10("decreases")),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C21, C22 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

@@ -8,21 +8,20 @@ the datasets, with VLHI computed within the Mean group (the paper's convention).
 averaged first. Reads the `style` experiment rows. Writes ``<name>.{md,tex,csv}`` and
 ``<name>_mean_vlhi.{png,pdf}``.
 
-    python analysis/table1_style.py --results results.csv --out outputs/analysis/style
-    python analysis/table1_style.py --results results.csv --quality bvqa --name table6_bvqa \
+    python -m analysis.table1_style --results results.csv --out outputs/analysis/style
+    python -m analysis.table1_style --results results.csv --quality bvqa --name table6_bvqa \
         --methods full,dora,lora,adaptformer,lt_sft,sara      # Table 6
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, fmt, has_metric, load,  # noqa: E402
-                     method_label, out_dir, pyplot, rows_of, save_fig, sort_rows, style_long, write_missing)
+from .common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, budget_sort_key, fmt, has_metric, load,
+                     mean_over_seeds, method_label, out_dir, paper_wide, pyplot, rows_of, save_fig, sort_rows,
+                     style_long, write_missing)
+from .verdicts import (INCONCLUSIVE, NOT_RUN, NOT_TESTABLE, Claim, better_by_seeds, combine, evaluate, paper_verdict,
+                       value_of, verdict)
 
 TABLE1_METHODS = ["full", "lora", "adaptformer", "lt_sft", "sara"]
 
@@ -130,7 +129,7 @@ def main(argv=None):
 
 def _write(out, name, secs, quality):
     # Markdown gets "Dataset Metric" headers; LaTeX the grouped two-row header.
-    from _common import latex_table, markdown_table
+    from .common import latex_table, markdown_table
 
     q = QUALITY_LABEL.get(quality, quality)
     title = "Table 6 — style fine-tuning with B-VQA" if quality == "bvqa" else "Table 1 — style fine-tuning"
@@ -145,6 +144,229 @@ def _write(out, name, secs, quality):
     (out / f"{name}.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
     (out / f"{name}.tex").write_text("\n\n".join(tex) + "\n", encoding="utf-8")
     return [out / f"{name}.md", out / f"{name}.tex"]
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+PEFT_EXCLUDE = {"full", "none", "pretrained", "base"}
+
+
+def _style(df, quality="clip_score", methods=None):
+    d = rows_of(df, "style")
+    if methods is not None:
+        d = d[d["method"].isin(methods)]
+    if d.empty or not has_metric(d, "fid", quality):
+        return None
+    return style_long(d, quality)
+
+
+def _best_mean_per_budget(long, col, lower, with_full=False):
+    """Per (backbone, budget): the best method's Mean ``col``, SaRA's, and the runner-up against
+    SaRA (the best other method when SaRA wins, else the winner). ``with_full``: full fine-tuning's
+    Mean row (budget none) joins every budget's comparison, as in the paper's Table 1."""
+    rows = []
+    mean = long[long["dataset"] == MEAN]
+    m = mean[~mean["method"].isin(PEFT_EXCLUDE)]
+    full = mean[mean["method"] == "full"] if with_full else mean.iloc[:0]
+    for (bb, bu), g in m.groupby(["backbone", "budget"], sort=False):
+        g = pd.concat([g, full[full["backbone"] == bb]], ignore_index=True)
+        g = g[np.isfinite(g[col].astype(float))]
+        if g["method"].nunique() < 2:
+            continue
+        v = g[col].astype(float)
+        best = g.loc[v.idxmin() if lower else v.idxmax()]
+        sara = g[g["method"] == "sara"]
+        if sara.empty:
+            continue
+        others = g[g["method"] != "sara"]
+        ov = others[col].astype(float)
+        rival = others.loc[ov.idxmin() if lower else ov.idxmax()]
+        rows.append((bb, bu, best["method"], float(best[col]), float(sara[col].iloc[0]), rival["method"],
+                     rival["budget"]))
+    return sorted(rows, key=lambda r: (str(r[0]), budget_sort_key(r[1])))
+
+
+def _per_seed_means(df, quality, methods):
+    """One Mean row per (backbone, budget, method, seed): the style table of each seed alone
+    (VLHI normalised within that seed's runs), for the noise rule."""
+    d = rows_of(df, "style")
+    if methods is not None:
+        d = d[d["method"].isin(methods)]
+    out = []
+    for seed, g in d.groupby("seed"):
+        long = style_long(g, quality) if has_metric(g, "fid", quality) else None
+        if long is not None and len(long):
+            out.append(long[long["dataset"] == MEAN].assign(seed=seed))
+    return pd.concat(out, ignore_index=True) if out else None
+
+
+def _claim_best(df, col, lower, quality="clip_score", methods=None, what="Mean VLHI", requires=(), with_full=False):
+    """SaRA best on the Mean ``col`` at every budget, each budget decided against the runner-up by
+    the noise rule over seeds (per-seed style tables)."""
+    long = _style(df, quality, methods)
+    if long is None:
+        return NOT_RUN, "no `style` runs"
+    rows = _best_mean_per_budget(long, col, lower, with_full)
+    if not rows:
+        return NOT_RUN, "no budget with SaRA and another method over every dataset"
+    per_seed = _per_seed_means(df, quality, methods)
+    parts, ev = [], []
+    for bb, bu, best, best_v, sara_v, rival, rival_budget in rows:
+        g = per_seed[(per_seed["backbone"] == bb) & per_seed["budget"].isin([bu, rival_budget])] \
+            if per_seed is not None else None
+        if g is None or g.empty:
+            v, why = INCONCLUSIVE, "no per-seed values"
+        else:
+            g = g[(g["method"] == "sara") & (g["budget"] == bu) | (g["method"] == rival) & (g["budget"] == rival_budget)]
+            v, why = better_by_seeds(g, col, "sara", rival, lower)
+        parts.append(v)
+        ev.append(f"{bb} {bu}: best {method_label(best)} {fmt(best_v)}, SaRA {fmt(sara_v)}; {why} → {v}")
+    text = f"{what} — " + "; ".join(ev) + _coverage(long)
+    # VLHI is normalised over the methods present, and a method without a Mean row (runs on only
+    # some datasets) drops out of the Mean comparison: either leaves the verdict open
+    missing = [m for m in requires if m not in _with_mean(long)]
+    if missing:
+        names = ", ".join(method_label(m) for m in missing)
+        return NOT_RUN, (f"no {names} style runs on every dataset (bash experiments/bvqa.sh); without "
+                         "them: " + text)
+    return combine(parts), text
+
+
+def _bvqa_rank(df):
+    """C4 as the paper states it: SaRA's B-VQA is best or second-best in most (dataset, budget)
+    cells of Table 6 (full fine-tuning, at budget none, ranked in every budget's cells)."""
+    d = rows_of(df, "style")
+    if d.empty or not has_metric(d, "bvqa"):
+        return NOT_RUN, "no `style` runs with B-VQA"
+    if "dora" not in set(d["method"]):
+        return NOT_RUN, "no DoRA style runs (bash experiments/bvqa.sh): Table 6 compares with DoRA"
+    m = mean_over_seeds(d, ["backbone", "budget", "method", "dataset"], ["bvqa"])
+    full = m[m["method"] == "full"]
+    cells, top2 = 0, 0
+    for (bb, bu, ds), g in m[~m["method"].isin(PEFT_EXCLUDE)].groupby(["backbone", "budget", "dataset"]):
+        g = pd.concat([g, full[(full["backbone"] == bb) & (full["dataset"] == ds)]], ignore_index=True)
+        if "sara" not in set(g["method"]) or g["method"].nunique() < 3:
+            continue
+        v = g["bvqa"].astype(float)
+        sara = float(v[g["method"] == "sara"].iloc[0])
+        rank = 1 + int((v > sara).sum())  # ties share the better rank
+        cells += 1
+        top2 += rank <= 2
+    if not cells:
+        return NOT_RUN, "no (dataset, budget) cell with SaRA and two other methods"
+    return verdict(top2 > cells / 2), (f"SaRA's B-VQA is best or second-best in {top2} of {cells} (dataset, budget) "
+                                       "cells (seeds averaged; a rank, so the noise rule is not applied)")
+
+
+def _with_mean(long):
+    """Methods with a Mean row, i.e. runs on every dataset of the style table."""
+    return set(long.loc[long["dataset"] == MEAN, "method"])
+
+
+def _coverage(long):
+    """Which datasets the Mean covers: a verdict from one style set is weaker than one from all five."""
+    names = sorted(set(long["dataset"]) - {MEAN})
+    return f" (Mean over {len(names)} dataset{'s' if len(names) != 1 else ''}: {', '.join(names)})"
+
+
+def _paper_best(tables, col, lower, q="CLIP", exclude=("Full",), with_full=False):
+    """SaRA best (or tied) on the paper's Mean ``col`` in every (backbone, budget) of ``tables``;
+    ``with_full``: full fine-tuning's row joins every budget's comparison."""
+    rows, ok = [], True
+    for t in tables:
+        try:
+            w = paper_wide(t)
+        except FileNotFoundError:
+            return NOT_RUN, "paper numbers not found"
+        mean = w[w["dataset"] == "Mean"]
+        full = mean[mean["method"] == "Full"] if with_full else mean.iloc[:0]
+        m = mean[~mean["method"].isin(exclude + ("Full",))]
+        for (bb, pa), g in m.groupby(["backbone", "params"], sort=True):
+            g = pd.concat([g, full[full["backbone"] == bb]], ignore_index=True)
+            if g["method"].nunique() < 2 or "SaRA" not in set(g["method"]):
+                continue
+            v = g[col].astype(float)
+            best = g.loc[v.idxmin() if lower else v.idxmax()]
+            sara = float(g[g["method"] == "SaRA"][col].iloc[0])
+            tie = np.isclose(sara, float(best[col]))
+            ok &= bool(tie)
+            if not tie:
+                rows.append(f"{t} {bb} {pa}: best {best['method']} {fmt(best[col])} vs SaRA {fmt(sara)}")
+    return paper_verdict(ok), ("; ".join(rows) if rows else "SaRA best (or tied) in every "
+                                                  f"(backbone, budget) of {', '.join(tables)}")
+
+
+def _diffpruning(df):
+    long = _style(df)
+    if long is None or "diffpruning" not in _with_mean(long):
+        return NOT_RUN, "no DiffPruning style runs on every dataset (bash experiments/bvqa.sh)"
+    m = long[(long["dataset"] == MEAN) & ~long["method"].isin(PEFT_EXCLUDE)]
+    rows, ok = [], True
+    for (bb, bu), g in m.groupby(["backbone", "budget"]):
+        if "diffpruning" not in set(g["method"]):
+            continue
+        worst = g.loc[g["fid"].astype(float).idxmax(), "method"]
+        ok &= worst == "diffpruning"
+        rows.append(f"{bu}: highest Mean FID {method_label(worst)} {fmt(g['fid'].max())}")
+    return verdict(ok), "; ".join(rows)
+
+
+def _paper_diffpruning():
+    w = paper_wide("table4")
+    m = w[w["dataset"] == "Mean"]
+    worst = m.loc[m["FID"].idxmax()]
+    return paper_verdict(worst["method"] == "DiffPruning"), \
+        f"Table 4: highest Mean FID {worst['method']} ({worst['params']}) {worst['FID']}"
+
+
+def _memory(df):
+    d = rows_of(df, "style")
+    if d.empty or not has_metric(d, "peak_memory_bytes"):
+        return NOT_RUN, "no `style` runs with peak memory"
+    m = mean_over_seeds(d, ["backbone", "budget", "method"], ["peak_memory_bytes"])
+    rows, ok, n = [], True, 0
+    for (bb, bu), g in m.groupby(["backbone", "budget"]):
+        a, b = value_of(g, "sara", "peak_memory_bytes"), value_of(g, "lora", "peak_memory_bytes")
+        if np.isfinite(a) and np.isfinite(b):
+            n += 1
+            ok &= a < b
+            rows.append(f"{bu}: SaRA {a / 2**20:.0f} MiB vs LoRA {b / 2**20:.0f} MiB")
+    if not n:
+        return NOT_RUN, "needs SaRA and LoRA style runs at one budget"
+    kind = d["peak_memory_kind"].dropna().iloc[0] if "peak_memory_kind" in d and d["peak_memory_kind"].notna().any() else "?"
+    text = f"peak memory ({kind}) — " + "; ".join(rows)
+    if kind != "cuda_max_allocated":
+        # a CPU run records the process's running maximum of RSS: in a multirun it includes every
+        # earlier job of the same process, so it does not measure this run
+        return NOT_TESTABLE, (text + "; a CPU process's peak RSS is not a per-run measure: the memory benchmark "
+                              "(benchmarks/memory_speed.py, docs/benchmark.md) judges this claim")
+    return verdict(ok), text
+
+
+CLAIMS = [
+    Claim("C1", "SaRA has the best Mean VLHI at every budget, against the other PEFT methods and full fine-tuning",
+          "Table 1", "style",
+          lambda d: _claim_best(d, "vlhi", False, methods=["lora", "adaptformer", "lt_sft", "sara", "full"],
+                                with_full=True),
+          lambda: _paper_best(["table1"], "VLHI", False, with_full=True)),
+    Claim("C2", "SaRA has the best Mean VLHI at every budget, with DoRA and DiffPruning in the comparison", "Table 4",
+          "style", lambda d: _claim_best(d, "vlhi", False, requires=("dora", "diffpruning")),
+          lambda: _paper_best(["table4", "table5"], "VLHI", False)),
+    Claim("C3", "SaRA has the lowest Mean FID among the PEFT methods at every budget", "Table 4 text", "style",
+          lambda d: _claim_best(d, "fid", True, what="Mean FID"),
+          lambda: _paper_best(["table1", "table4"], "FID", True)),
+    Claim("C4", "SaRA has the best or second-best B-VQA score in most cases", "Table 6", "style", _bvqa_rank,
+          lambda: _paper_best(["table6"], "VLHI", False, q="B-VQA")),
+    Claim("C5", "DiffPruning learns too little task knowledge: the highest Mean FID", "Table 4 text", "style",
+          _diffpruning, _paper_diffpruning),
+    Claim("C28", "SaRA needs less training memory than LoRA at the same budget", "Sec. 4.4, Fig. 5", "style", _memory),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C1, C2, C3, C4, C5, C28 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

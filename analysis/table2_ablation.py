@@ -6,19 +6,16 @@ largest, random`` on ``--dataset``; VLHI (Eq. 8) within these rows. If the runs 
 ``share_below`` (share of the initial selection still below θ at the end) it is shown too.
 Writes ``table2_ablation.{md,tex}`` and ``table2_ablation.{png,pdf}``.
 
-    python analysis/table2_ablation.py --results results.csv --out outputs/analysis/ablation
+    python -m analysis.table2_ablation --results results.csv --out outputs/analysis/ablation
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import numpy as np  # noqa: E402
-
-from _common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, out_dir, pyplot,  # noqa: E402
-                     rows_of, save_fig, vlhi_groups, write_missing, write_tables)
+from .common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, method_label, out_dir,
+                     paper_other, pyplot, rows_of, save_fig, to_float, vlhi_groups, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, method_names, paper_verdict, value_of, verdict
 
 NAME = "table2_ablation"
 # method id → (row label, PPA, rank loss, point label of the plot) in the paper's order
@@ -99,6 +96,127 @@ def main(argv=None):
     files += write_tables(out, NAME, sections, "Table 2 — ablation",
                           "VLHI within the rows of each table. Best per column in bold.")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _ablation(df, dataset="Expedition"):
+    d = rows_of(df, "ablation")
+    d = d[d["dataset"] == dataset]
+    if d.empty or not has_metric(d, "fid", "clip_score"):
+        return None
+    m = mean_over_seeds(d, ["backbone", "method"], ["fid", "clip_score", "share_below"])
+    return vlhi_groups(m, ["backbone"], "fid", "clip_score", "vlhi")
+
+
+def _paper_t2():
+    t = paper_other().get("table2")
+    if t is None:
+        return None
+    keys = ["sara_plain", "sara_no_rank", "sara_no_ppa", "sara", "largest", "random"]
+    return pd.DataFrame({"method": keys[:len(t)], "fid": t["FID"].map(to_float), "clip_score": t["CLIP"].map(to_float),
+                         "vlhi": t["VLHI"].map(to_float)})
+
+
+def _largest_worst_clip(m):
+    worst = m.loc[m["clip_score"].idxmin(), "method"]
+    return worst == "largest", f"worst CLIP {method_label(worst)} {fmt(m['clip_score'].min())}; largest " \
+                               f"{fmt(value_of(m, 'largest', 'clip_score'))}"
+
+
+def _largest_good_fid(m):
+    f = value_of(m, "largest", "fid")
+    med = float(m["fid"].median())
+    return f <= med, f"largest FID {fmt(f)} vs median of the ablation rows {fmt(med)}"
+
+
+def _random_poor(m):
+    fr, cr = value_of(m, "random", "fid"), value_of(m, "random", "clip_score")
+    fs, cs = value_of(m, "sara", "fid"), value_of(m, "sara", "clip_score")
+    return fr > fs and cr < cs, f"random FID {fmt(fr)} / CLIP {fmt(cr)} vs SaRA {fmt(fs)} / {fmt(cs)}"
+
+
+def _sara_best_vlhi(m):
+    best = m.loc[m["vlhi"].idxmax(), "method"]
+    return best == "sara", f"best VLHI {method_label(best)} {fmt(m['vlhi'].max())}; SaRA {fmt(value_of(m, 'sara', 'vlhi'))}"
+
+
+def _ppa_fid(m):
+    a, b = value_of(m, "sara_no_rank", "fid"), value_of(m, "sara_plain", "fid")
+    return a < b, f"with PPA w/o rank loss FID {fmt(a)} vs w/o both {fmt(b)}"
+
+
+def _rank_clip(m):
+    a, b = value_of(m, "sara_no_ppa", "clip_score"), value_of(m, "sara_plain", "clip_score")
+    return a > b, f"with rank loss w/o PPA CLIP {fmt(a)} vs w/o both {fmt(b)}"
+
+
+def _abl_claim(fn, needs):
+    def check(df):
+        m = _ablation(df)
+        if m is None or not set(needs) <= set(m["method"]):
+            return NOT_RUN, f"needs ablation runs of {method_names(needs)} on Expedition"
+        ok, ev = fn(m.reset_index(drop=True))
+        return verdict(ok), ev
+
+    def paper():
+        m = _paper_t2()
+        if m is None:
+            return NOT_RUN, "paper Table 2 not found"
+        ok, ev = fn(m)
+        return paper_verdict(ok), "Table 2: " + ev
+
+    return check, paper
+
+
+def _ppa_share(df):
+    for exp in ("ablation", "style"):
+        d = rows_of(df, exp)
+        if has_metric(d, "share_below"):
+            break
+    else:
+        return NOT_RUN, "no run recorded `share_below` (diagnostics.share_below)"
+    m = mean_over_seeds(d, ["backbone", "dataset", "budget", "method"], ["share_below"])
+    pairs, ok = [], True
+    for with_, without in (("sara", "sara_no_ppa"), ("sara_no_rank", "sara_plain")):
+        for (bb, ds, bu), g in m.groupby(["backbone", "dataset", "budget"]):
+            a, b = value_of(g, with_, "share_below"), value_of(g, without, "share_below")
+            if np.isfinite(a) and np.isfinite(b):
+                ok &= a < b
+                pairs.append(f"{ds} {bu}: {method_label(with_)} {fmt(100 * a, 1)}% vs {method_label(without)} {fmt(100 * b, 1)}%")
+    if not pairs:
+        return NOT_RUN, "needs `share_below` for a method with PPA and its counterpart without"
+    return verdict(ok), "initial selection still below θ at the end — " + "; ".join(pairs)
+
+
+_t2 = {name: _abl_claim(fn, needs) for name, fn, needs in (
+    ("largest_clip", _largest_worst_clip, ["largest"]),
+    ("largest_fid", _largest_good_fid, ["largest"]),
+    ("random", _random_poor, ["random", "sara"]),
+    ("sara_vlhi", _sara_best_vlhi, ["sara", "sara_plain", "sara_no_ppa", "sara_no_rank", "largest", "random"]),
+    ("ppa_fid", _ppa_fid, ["sara_no_rank", "sara_plain"]),
+    ("rank_clip", _rank_clip, ["sara_no_ppa", "sara_plain"]),
+)}
+
+
+CLAIMS = [
+    Claim("C6", "Fine-tuning the largest entries gives the worst CLIP score", "Table 2", "ablation", *_t2["largest_clip"]),
+    Claim("C7", "Fine-tuning the largest entries gives a relatively good FID", "Table 2", "ablation", *_t2["largest_fid"]),
+    Claim("C8", "Fine-tuning random entries gives both a poor FID and a poor CLIP score (worse than SaRA)", "Table 2",
+          "ablation", *_t2["random"]),
+    Claim("C9", "SaRA (PPA + rank loss) has the best VLHI among the ablation variants", "Table 2", "ablation",
+          *_t2["sara_vlhi"]),
+    Claim("C10", "Progressive parameter adjustment improves FID", "Table 2", "ablation", *_t2["ppa_fid"]),
+    Claim("C11", "The rank loss improves the CLIP score", "Table 2", "ablation", *_t2["rank_clip"]),
+    Claim("C13", "With PPA fewer initially-selected entries remain below θ at the end of training", "Sec. 4.3",
+          "ablation", _ppa_share),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C6, C7, C8, C9, C10, C11, C13 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

@@ -4,17 +4,14 @@
 Reads the `threshold` experiment rows (``threshold`` = θ of the run, from the method record or
 ``method.threshold``). Writes ``table8_threshold.{md,tex}`` and ``table8_threshold.{png,pdf}``.
 
-    python analysis/table8_threshold.py --results results.csv --out outputs/analysis/threshold
+    python -m analysis.table8_threshold --results results.csv --out outputs/analysis/threshold
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot,  # noqa: E402
-                     rows_of, save_fig, sci, vlhi_groups, write_missing, write_tables)
+from .common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, num, out_dir, paper_other, pyplot,
+                     rows_of, save_fig, sci, to_float, vlhi_groups, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, borrowed_sd, combine, compare, evaluate, paper_verdict, verdict_better
 
 NAME = "table8_threshold"
 
@@ -69,6 +66,57 @@ def main(argv=None):
     files = save_fig(fig, out, NAME)
     files += write_tables(out, NAME, sections, "Table 8 — threshold", "Best per row in bold; VLHI within the sweep.")
     return files
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _threshold_fid(df):
+    """C27 as the paper states it: the sweep's smallest θ (a θ below 2e-3) gives a higher FID than
+    every θ ≥ 2e-3, each decided by the noise rule (this experiment runs one seed per θ, so it
+    borrows the FID spread of the `seeds` experiment; without it the verdict is inconclusive)."""
+    d = rows_of(df, "threshold")
+    if d.empty or not has_metric(d, "fid"):
+        return NOT_RUN, "no `threshold` runs"
+    d = d.assign(theta=num(d, "threshold"))
+    d = d[d["theta"].notna()]
+    small = float(d["theta"].min())
+    large = sorted(t for t in d["theta"].unique() if t >= 2e-3 - 1e-12)
+    if small >= 2e-3 or not large:
+        return NOT_RUN, "the sweep needs a θ below 2e-3 and at least one θ ≥ 2e-3"
+    sd = borrowed_sd(df, "fid")
+    parts, ev = [], []
+    for t in large:
+        c = compare(d.loc[d["theta"] == t, "fid"].astype(float), d.loc[d["theta"] == small, "fid"].astype(float),
+                    lower_is_better=True, borrowed_sd=sd)
+        parts.append(verdict_better(c, "a"))
+        ev.append(f"θ {sci(t)} FID {fmt(c.mean_a)} vs θ {sci(small)} {fmt(c.mean_b)} → {parts[-1]}")
+    spread = "no seed spread measured (run bash experiments/seeds.sh)" if sd is None else \
+        f"FID seed spread {fmt(sd)} borrowed from the seeds experiment"
+    return combine(parts), "; ".join(ev) + f" ({spread})"
+
+
+def _paper_t8():
+    t = paper_other().get("table8")
+    if t is None:
+        return NOT_RUN, "paper Table 8 not found"
+    r = t.set_index("θ").loc["FID"]
+    small = min(r.index, key=to_float)
+    large = [k for k in r.index if to_float(k) >= 2e-3]
+    ok = all(to_float(r[small]) > to_float(r[k]) for k in large)
+    return paper_verdict(ok), (f"Table 8: FID at θ = {small} {r[small]} vs θ ≥ 2e-3: "
+                               + ", ".join(f"{k}: {r[k]}" for k in large))
+
+
+CLAIMS = [
+    Claim("C27", "A too-small threshold (e.g. 2e-4) gives a much higher FID than thresholds ≥ 2e-3", "Table 8",
+          "threshold", _threshold_fid, _paper_t8),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C27 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,13 @@
 Reads the `ablation` experiment rows of methods ``sara`` and ``sara_no_rank`` on every dataset
 where both ran. Writes ``table9_rank.{md,tex}``.
 
-    python analysis/table9_rank.py --results results.csv --out outputs/analysis/ablation
+    python -m analysis.table9_rank --results results.csv --out outputs/analysis/ablation
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (DATASETS, arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, out_dir,  # noqa: E402
-                     rows_of, write_missing, write_tables)
+from .common import (DATASETS, arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, out_dir, paper_other,
+                     rows_of, to_float, write_missing, write_tables)
+from .verdicts import NOT_RUN, Claim, evaluate, paper_verdict, value_of, verdict
 
 NAME = "table9_rank"
 VARIANTS = [("sara", "SaRA"), ("sara_no_rank", "SaRA w/o rank loss")]
@@ -62,6 +58,51 @@ def main(argv=None):
                          "caption": f"Rank loss ablation, backbone {bb} (Table 9)", "label": f"tab:rank-{bb}",
                          "header_groups": [("", 1)] + [(d, 2) for d in ds]})
     return write_tables(out, NAME, sections, "Table 9 — rank loss", "Better value per column in bold.")
+
+
+# --------------------------------------------------------------------------- claims (collected by analysis.claims)
+
+
+def _rank_loss_clip_t9(df):
+    d = rows_of(df, "ablation")
+    d = d[d["method"].isin(["sara", "sara_no_rank"])]
+    if d.empty or not has_metric(d, "clip_score"):
+        return NOT_RUN, "needs ablation runs of SaRA and SaRA w/o rank loss"
+    m = mean_over_seeds(d, ["backbone", "dataset", "method"], ["clip_score", "fid"])
+    rows, ok = [], True
+    for (bb, ds), g in m.groupby(["backbone", "dataset"]):
+        if g["method"].nunique() < 2:
+            continue
+        a, b = value_of(g, "sara", "clip_score"), value_of(g, "sara_no_rank", "clip_score")
+        ok &= a > b
+        rows.append(f"{ds}: CLIP {fmt(a)} with vs {fmt(b)} without")
+    if not rows:
+        return NOT_RUN, "no dataset with both runs"
+    return verdict(ok), "; ".join(rows)
+
+
+def _paper_t9():
+    t = paper_other().get("table9")
+    if t is None:
+        return NOT_RUN, "paper Table 9 not found"
+    s, n = t.iloc[0], t.iloc[1]
+    rows, ok = [], True
+    for ds in ("Cyberpunk", "ElementFire"):
+        a, b = to_float(s[f"{ds} CLIP"]), to_float(n[f"{ds} CLIP"])
+        ok &= a > b
+        rows.append(f"{ds}: {a} vs {b}")
+    return paper_verdict(ok), "Table 9: " + "; ".join(rows)
+
+
+CLAIMS = [
+    Claim("C12", "The rank loss improves the CLIP score on Cyberpunk and ElementFire", "Table 9", "ablation",
+          _rank_loss_clip_t9, _paper_t9),
+]
+
+
+def claims(df) -> list[dict]:
+    """The records of C12 on the results table ``df`` (see ``analysis.claims``)."""
+    return evaluate(df, CLAIMS)
 
 
 if __name__ == "__main__":

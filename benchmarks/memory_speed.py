@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Memory and speed benchmark at Stable Diffusion scale (paper Fig. 5, App. I; issue 7).
+"""Memory and speed benchmark at Stable Diffusion scale (paper Fig. 5, App. I).
 
 Peak memory and step time of one training step (forward + backward + optimizer step + zero_grad)
 of a randomly initialised Stable Diffusion denoiser, per fine-tuning method, batch size and
@@ -54,7 +54,7 @@ absolute times taken on different days or on a shared machine. On a CPU shared w
 region waits for whichever of its threads the scheduler has taken away.
 
 The last lines printed are the ratios (method / floor, method / LoRA with dropout 0.1) and
-PASS/MISS for each "Done when" target of issue 7.
+PASS/MISS for each target (T1-T7, docs/benchmark.md).
 """
 from __future__ import annotations
 
@@ -77,11 +77,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 #: SD 1.5 UNet parameter count: the paper's budgets (5M/20M/50M) are fractions of this model
-REFERENCE_PARAMS = 859_520_964
+from sara.budget import REFERENCE_PARAMS  # noqa: E402
 RECORD_KEYS = ("method", "batch_size", "resolution", "device", "budget", "trainable", "peak_bytes",
                "step_s", "floor_bytes", "dense_grad_bytes_frozen")
 REFERENCES = ("floor", "floor_wgrad")
-#: the comparator of the LoRA targets (issue 7: "LoRA (dropout 0.1)")
+#: the comparator of the LoRA targets ("LoRA (dropout 0.1)")
 LORA_REF = "lora_dropout"
 #: bytes of the smallest flat index that can address any entry of one tensor (< 2**31 entries)
 INDEX_BYTES_PER_ENTRY = 4
@@ -312,7 +312,9 @@ def _method_accounting(m, model) -> dict:
         return {"touched_numel": sum(params[n].numel() for n in names),
                 "touched_tensors": len(names),
                 "index_bytes": _tensor_bytes(sp.indices.values()),
-                "initial_bytes": _tensor_bytes([sp.initial]),
+                "initial_bytes": sp.initial_device_bytes,
+                "initial_storage": sp.initial_storage,
+                "sampled_layers": len(sp.sampled_layers),
                 "mask_bytes": _tensor_bytes((sp.dense_masks or {}).values())}
     dense = getattr(m, "_dense", None)
     if dense:  # LT-SFT with dense-gradient masking
@@ -548,7 +550,8 @@ def _measure(spec: dict, device: str, in_process: bool) -> list[dict]:
             try:
                 inputs = _inputs(model, bs, resolution, device)
                 probe.reset()
-                times, cpu_times = [], []
+                times, cpu_times, rank_times = [], [], []
+                rank = getattr(prep.optimizer, "rank", None)
                 for i in range(spec["warmup"] + spec["steps"]):
                     probe.sync()
                     s, c = time.perf_counter(), time.process_time()
@@ -557,9 +560,15 @@ def _measure(spec: dict, device: str, in_process: bool) -> list[dict]:
                     if i >= spec["warmup"]:
                         times.append(time.perf_counter() - s)
                         cpu_times.append(time.process_time() - c)
+                        if rank is not None:
+                            rank_times.append(rank.last_seconds)
                 rec["peak_bytes"] = probe.peak()
                 rec["step_s"] = statistics.median(times)
+                rec["step_s_min"], rec["step_s_max"] = min(times), max(times)
                 rec["step_s_all"] = [round(x, 4) for x in times]
+                if rank_times:  # the rank loss's share of each timed step (SaRA)
+                    rec["rank_s_all"] = [round(x, 4) for x in rank_times]
+                    rec["rank_targets_last"] = list(rank.last_targets)
                 # CPU seconds of this process per step (all its threads): on a CPU shared with
                 # other work this is steadier than wall time, which includes waiting for a core
                 rec["step_cpu_s"] = statistics.median(cpu_times)
@@ -662,7 +671,7 @@ def fill_floor(records: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# ratios and the issue's targets
+# ratios and the targets
 # ------------------------------------------------------------------------------------------------
 def _get(records, method, res, bs):
     for r in records:
@@ -684,7 +693,7 @@ def _f(x, spec=".2f"):
 
 
 def evaluate_targets(records: list[dict]) -> list[dict]:
-    """Issue 7's "Done when" targets, per resolution: a list of
+    """The targets T1-T7 (docs/benchmark.md), per resolution: a list of
     ``{"target", "status" (PASS|MISS|N/A), "detail"}``."""
     out = []
     resolutions = sorted({r["resolution"] for r in records})
@@ -732,6 +741,19 @@ def evaluate_targets(records: list[dict]) -> list[dict]:
                     extra = f" (process CPU time {s['step_cpu_s'] / l['step_cpu_s']:.3f}x)"
                 det.append(f"bs{bs}: {q:.3f}x{extra}")
         out.append(_target(f"{tag} T4 SaRA step time <= 1.1 x LoRA(dropout 0.1) (every batch size)", st, det))
+        # T5-T7: peak <= LoRA(dropout 0.1), step <= 1.05 x floor_wgrad, step <= LoRA(dropout 0.1)
+        for name, ref, bound, key in (
+                ("T5 SaRA peak <= LoRA(dropout 0.1) peak (every batch size)", LORA_REF, 1.0, "peak_bytes"),
+                ("T6 SaRA step time <= 1.05 x floor_wgrad (every batch size)", "floor_wgrad", 1.05, "step_s"),
+                ("T7 SaRA step time <= LoRA(dropout 0.1) (every batch size)", LORA_REF, 1.0, "step_s")):
+            det, st = [], []
+            for bs in bss:
+                s, l = _get(records, "sara", res, bs), _get(records, ref, res, bs)
+                if _ok(s) and _ok(l):
+                    q = s[key] / l[key]
+                    st.append(q <= bound)
+                    det.append(f"bs{bs}: {q:.3f}x")
+            out.append(_target(f"{tag} {name}", st, det))
     return out
 
 
@@ -758,7 +780,7 @@ def ratio_lines(records: list[dict]) -> list[str]:
             lref = _get(records, LORA_REF, res, bs)
             wref = _get(records, "floor_wgrad", res, bs)
             lines.append(f"-- {res}px (latent {res // 8}x{res // 8}), batch {bs}: "
-                         f"method  peak  step_s  peak/floor  peak/{LORA_REF}  step/{LORA_REF}  step/floor_wgrad"
+                         f"method  peak  step_s(median [min-max])  peak/floor  peak/{LORA_REF}  step/{LORA_REF}  step/floor_wgrad"
                          + (f"  cpu_time/{LORA_REF}" if cpu_col else ""))
             for m in methods:
                 r = _get(records, m, res, bs)
@@ -771,7 +793,8 @@ def ratio_lines(records: list[dict]) -> list[str]:
                 pl = _ratio(r["peak_bytes"], lref["peak_bytes"]) if _ok(lref) else None
                 sl = _ratio(r["step_s"], lref["step_s"]) if _ok(lref) else None
                 sw = _ratio(r["step_s"], wref["step_s"]) if _ok(wref) else None
-                lines.append(f"   {m:<13} {fmt_bytes(r['peak_bytes']):>10} {r['step_s']:8.3f}  "
+                lines.append(f"   {m:<13} {fmt_bytes(r['peak_bytes']):>10} {r['step_s']:8.3f} "
+                             f"[{r.get('step_s_min', r['step_s']):.3f}-{r.get('step_s_max', r['step_s']):.3f}]  "
                              f"{_f(pf, '.3f'):>6}  {_f(pl, '.3f'):>6}  {_f(sl, '.3f'):>6}  {_f(sw, '.3f'):>6}"
                              + (f"  {_f(_ratio(r.get('step_cpu_s'), lref.get('step_cpu_s')) if _ok(lref) else None, '.3f'):>6}"
                                 if cpu_col else ""))
@@ -845,8 +868,12 @@ def _parse_args(argv):
                     help="reference runs (floor is always run: the targets need it)")
     ap.add_argument("--json", required=False, help="write the records here")
     ap.add_argument("--plot", default=None, help="write a Fig.-5-like plot (png)")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps (default 5 on cuda, 2 on cpu)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2 on cuda, 1 on cpu)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps (median, min and max are reported)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--crossover", action=argparse.BooleanOptionalAction, default=True,
+                    help="first measure, on this device, the density below which a layer's weight "
+                         "gradient at the trained entries only beats the dense GEMM (printed, and "
+                         "saved beside --json as *_crossover.json)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16-autocast", "bf16-autocast"])
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads in each measuring process (default: torch's own, "
@@ -870,15 +897,114 @@ def _parse_args(argv):
     return ap.parse_args(argv)
 
 
+def _default_crossover(device: str):
+    try:
+        from sara.core.sampled_grad import CROSSOVER_DENSITY
+        return CROSSOVER_DENSITY.get(device.split(":")[0])
+    except ImportError:
+        return None
+
+
+def measure_crossover(arch: str, device: str, resolution: int, batch_size: int,
+                      densities=(0.002, 0.005, 0.01, 0.02, 0.05), threads: int | None = None,
+                      reps: int = 3) -> dict:
+    """Weight-gradient time of representative layers of ``arch`` (linear and 1x1/3x3 conv at
+    each UNet width, with the token counts of ``resolution`` and ``batch_size``): the dense GEMM
+    against the gradient at ``density`` random entries only (``sara.core.sampled_grad``). The
+    crossover is the largest density at which the sampled path is faster for the layers'
+    summed time (0 if it never is), for the linear and 1x1 layers and for the 3x3 convs apart.
+    On CPU the times are process CPU seconds."""
+    import torch
+
+    threads_before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _crossover(arch, device, resolution, batch_size, densities, reps)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _crossover(arch, device, resolution, batch_size, densities, reps) -> dict:
+    import torch
+    from torch import nn
+    from sara.backbones import load_denoiser_config
+    from sara.core.sampled_grad import SampledLayer
+
+    cfg = load_denoiser_config(arch)
+    widths = list(cfg.get("block_out_channels", (320, 640, 1280)))
+    cross = cfg.get("cross_attention_dim", 768)
+    cross = cross[0] if isinstance(cross, (list, tuple)) else cross
+    lat = resolution // 8
+    layers = []
+    for level, c in enumerate(widths):
+        side = max(1, lat // (2 ** level))
+        layers += [("linear", nn.Linear(c, c), (batch_size, side * side, c)),
+                   ("linear_ff", nn.Linear(c, 8 * c), (batch_size, side * side, c)),
+                   ("conv1x1", nn.Conv2d(c, c, 1), (batch_size, c, side, side)),
+                   ("conv3x3", nn.Conv2d(c, c, 3, padding=1), (batch_size, c, side, side))]
+    # per group: the layers "auto" routes (linear, 1x1 conv) and the 3x3 convs it leaves dense
+    dense_t, rows = {"linear_1x1": 0.0, "conv3x3": 0.0}, []
+    sampled_t = {g: {d: 0.0 for d in densities} for g in dense_t}
+
+    # CPU: process CPU time (all threads), steadier than wall time on a shared machine
+    clock = time.perf_counter if device.startswith("cuda") else time.process_time
+
+    def timed(fn):
+        fn()
+        best = float("inf")
+        for _ in range(reps):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t = clock()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, clock() - t)
+        return best
+
+    for kind, mod, shape in layers:
+        mod = mod.to(device)
+        x = torch.randn(*shape, device=device)
+        y = mod(x)
+        g = torch.randn_like(y)
+        mod.weight.requires_grad_(True)
+        group = "conv3x3" if kind == "conv3x3" else "linear_1x1"
+        dense = timed(lambda: torch.autograd.grad(mod(x), mod.weight, g))
+        dense_t[group] += dense
+        row = {"layer": kind, "weight": list(mod.weight.shape), "input": list(shape), "dense_s": dense}
+        for d in densities:
+            k = max(1, int(mod.weight.numel() * d))
+            idx = torch.randperm(mod.weight.numel(), device=device)[:k].sort().values
+            layer = SampledLayer(mod, idx, lambda part: None)
+            xg = x.detach().requires_grad_(True)  # the input gradient both paths compute
+            t_s = timed(lambda: torch.autograd.grad(layer.forward(xg), xg, g))
+            t_d = timed(lambda: torch.autograd.grad(mod(xg), (xg, mod.weight), g))
+            row[f"sampled_{d:g}_s"], row[f"dense_with_input_grad_{d:g}_s"] = t_s, t_d
+            sampled_t[group][d] += t_s - (t_d - dense)  # compare weight-gradient work only
+        rows.append(row)
+    out = {"device": device, "arch": arch, "resolution": resolution, "batch_size": batch_size,
+           "threads": torch.get_num_threads(), "layers": rows}
+    for grp, suffix in (("linear_1x1", ""), ("conv3x3", "_conv3x3")):
+        faster = [d for d in densities if sampled_t[grp][d] < dense_t[grp]]
+        out["dense_s" + suffix] = dense_t[grp]
+        out["sampled_s" + suffix] = {f"{d:g}": v for d, v in sampled_t[grp].items()}
+        out["crossover_density" + suffix] = max(faster) if faster else 0.0
+    return out
+
+
 def main(argv=None) -> int:
     args = _parse_args(argv)
     if args.child:
-        child_main(json.loads(args.child))
+        spec = json.loads(args.child)
+        if spec.get("crossover"):
+            print(MARK + json.dumps(measure_crossover(**spec["crossover"])), flush=True)
+            return 0
+        child_main(spec)
         return 0
     t_start = time.perf_counter()
     cuda = args.device.startswith("cuda")
-    steps = args.steps if args.steps is not None else (5 if cuda else 2)
-    warmup = args.warmup if args.warmup is not None else (2 if cuda else 1)
+    steps, warmup = args.steps, args.warmup
     resolutions = [int(x) for x in str(args.resolution).split(",") if x]
     batch_sizes = sorted(int(x) for x in args.batch_sizes.split(",") if x)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -891,8 +1017,11 @@ def main(argv=None) -> int:
             "steps": steps, "warmup": warmup, "lr": args.lr, "lt_sft_selection": args.lt_sft_selection,
             "threads": args.threads}
     try:
-        from sara.backbones import KNOWN_PARAM_COUNTS, load_denoiser_config  # noqa: F401
-        n_params_guess = KNOWN_PARAM_COUNTS.get(args.arch, REFERENCE_PARAMS)
+        from sara.backbones import KNOWN_PARAM_COUNTS, build_denoiser_from_config
+        n_params_guess = KNOWN_PARAM_COUNTS.get(args.arch)
+        if n_params_guess is None:  # a config file: count on the meta device (no memory)
+            n_params_guess = sum(p.numel() for p in
+                                 build_denoiser_from_config(args.arch, device="meta").parameters())
     except Exception:
         n_params_guess = REFERENCE_PARAMS
     print(f"memory_speed: arch={args.arch} device={args.device} dtype={args.dtype} resolutions={resolutions} "
@@ -901,6 +1030,37 @@ def main(argv=None) -> int:
           flush=True)
 
     records: list[dict] = []
+    if args.crossover:
+        cspec = {"crossover": {"arch": args.arch, "device": args.device,
+                               "resolution": resolutions[0], "batch_size": max(batch_sizes),
+                               "threads": args.threads}}
+        if args.fresh_process == "none":
+            found, err = [measure_crossover(**cspec["crossover"])], ""
+        else:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(cspec)]
+            env = dict(os.environ, PYTHONPATH=str(REPO) + (os.pathsep + os.environ["PYTHONPATH"]
+                                                             if os.environ.get("PYTHONPATH") else ""))
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env)
+            found = [json.loads(l[len(MARK):]) for l in proc.stdout.splitlines()
+                     if l.startswith(MARK)]
+            err = proc.stderr.strip()[-300:]
+        if found:
+            cr = found[0]
+            print(f"weight-gradient crossover on {args.device} ({args.arch}, {resolutions[0]} px, "
+                  f"batch {max(batch_sizes)}, {cr['threads']} thread(s)): linear and 1x1 layers "
+                  f"dense {cr['dense_s']:.3f} s; sampled at trained density "
+                  + ", ".join(f"{d}: {v:.3f} s" for d, v in cr["sampled_s"].items())
+                  + f" -> sampled path wins below density {cr['crossover_density']:g} "
+                  f"(3x3 convs: {cr['crossover_density_conv3x3']:g}; "
+                  f"sara.core.sampled_grad.CROSSOVER_DENSITY uses "
+                  f"{_default_crossover(args.device)})", flush=True)
+            if args.json:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(str(Path(args.json).with_suffix("")) + "_crossover.json").write_text(
+                    json.dumps(cr, indent=1))
+        else:
+            print(f"weight-gradient crossover: measurement failed: {err}", flush=True)
 
     def save():
         fill_floor(records)
@@ -949,7 +1109,11 @@ def main(argv=None) -> int:
         recs = (_run_in_process(spec) if args.fresh_process == "none"
                 else _run_child(spec, args.child_timeout))
         for r in recs:
-            status = (f"peak {fmt_bytes(r['peak_bytes'])}, step {r['step_s']:.3f} s, trainable {r['trainable']:,}"
+            status = (f"peak {fmt_bytes(r['peak_bytes'])}, step median {r['step_s']:.3f} s "
+                      f"(min {r.get('step_s_min', r['step_s']):.3f}, max {r.get('step_s_max', r['step_s']):.3f}), "
+                      f"trainable {r['trainable']:,}"
+                      + (f", rank loss median {statistics.median(r['rank_s_all']):.3f} s"
+                         if r.get("rank_s_all") else "")
                       if _ok(r) else r.get("error", "?"))
             print(f"  [{m}] {r['resolution']}px bs{r['batch_size']}: {status}", flush=True)
         print(f"  [{m}] done in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Experiment `threshold` (paper Table 8). One command: runs (a finished run is skipped, a failed one is recorded in
-# its failed.json and the rest go on), then the results table, then the figures/tables.
+# Experiment `threshold` (paper Table 8), run by experiments/run_experiment.sh:
 #   bash experiments/threshold.sh [hydra overrides for every run, e.g. backbone=sd15 train=paper hydra/launcher=local]
 # Outputs: outputs/runs/threshold*/..., outputs/results/threshold.csv, outputs/analysis/threshold/
-set -uo pipefail
-cd "$(dirname "$0")/.."
-status=0
-python run.py -m +experiment=threshold "$@" || status=$?
-python -m sara.results --root outputs/runs --experiment threshold --csv outputs/results/threshold.csv || status=$?
-python analysis/table8_threshold.py --results outputs/results/threshold.csv --out outputs/analysis/threshold || status=$?
-exit $status
+SWEEPS=(
+  "+experiment=threshold"
+)
+ANALYSES=(
+  "table8_threshold"
+)
+source "$(dirname "$0")/run_experiment.sh"

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
-import os
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REFERENCE_PARAMS = 859_520_964  # SD 1.5 UNet
+from sara.backbones.arch import KNOWN_PARAM_COUNTS
+from sara.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+REFERENCE_PARAMS = KNOWN_PARAM_COUNTS["sd15"]  # SD 1.5 UNet, the paper's reference for budgets
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DEFAULT_BUDGETS = ("5M", "20M", "50M")
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
@@ -107,6 +112,35 @@ def eq12_lr_for_budget(denoiser, target: int) -> tuple[float, float]:
 
     theta = threshold_for_budget(denoiser, int(target))
     return theta, lr_from_threshold(theta)
+
+
+def resolve_lr(lr: Any, denoiser: Any, budget: int | None,
+               tuned_key: tuple[str, str, str] | None = None) -> tuple[float | None, dict]:
+    """``train.lr``: a number, ``null`` (the method's own default), ``eq12`` or ``tuned``.
+
+    ``eq12``: Eq. 12's rate ``1e-3 · exp(-350 θ)`` at the θ that gives SaRA this run's budget on
+    this denoiser, so every method of one budget trains at the same rate (the paper derives the
+    initial rate from the threshold); with ``budget: none`` the method's default.
+    ``tuned``: the method's own rate from the learning-rate search (:mod:`sara.lr_search`), looked
+    up by ``tuned_key = (backbone name, method name, budget label)``.
+    Returns ``(lr, record)``."""
+    if lr is None or isinstance(lr, (int, float)) and not isinstance(lr, bool):
+        return lr, {"policy": "fixed" if lr is not None else "method_default", "lr": lr}
+    policy = str(lr).lower()
+    if policy == "tuned":
+        if tuned_key is None:
+            raise ValueError("train.lr=tuned needs the backbone, method and budget names of the run")
+        from sara.lr_search import lr_table_path, tuned_lr
+
+        value = tuned_lr(*tuned_key)
+        return value, {"policy": "tuned", "lr": value, "table": str(lr_table_path(tuned_key[0]))}
+    if policy != "eq12":
+        raise ValueError(f"train.lr: expected a number, null, 'eq12' or 'tuned', got {lr!r}")
+    if budget is None:
+        log.warning("train.lr=eq12 with budget=none: using the method's own default rate")
+        return None, {"policy": "eq12", "lr": None, "threshold": None}
+    theta, value = eq12_lr_for_budget(denoiser, budget)
+    return value, {"policy": "eq12", "lr": value, "threshold": theta}
 
 
 # --- configs ----------------------------------------------------------------------------------
@@ -248,10 +282,7 @@ def main(argv=None) -> int:
                   log=lambda s: print(s, file=sys.stderr))
     print(format_table(records))
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.json.with_suffix(a.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(records, indent=1))
-        os.replace(tmp, a.json)
+        atomic_write_text(a.json, json.dumps(records, indent=1))
     return 0
 
 

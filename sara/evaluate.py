@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from sara.io import atomic_write_text
+
 __all__ = ["evaluate", "read_prompts", "update_record", "METRICS", "resolve_dataset"]
 
 from sara.metrics.video import VIDEO_METRICS  # clips stored as frame strips (video experiment)
@@ -246,18 +248,7 @@ def update_record(path: str | os.PathLike, results: dict) -> dict:
     rec["metrics"] = metrics
     if "eval_info" in results:
         rec["eval_info"] = results["eval_info"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(rec, f, indent=1, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(rec, indent=1, default=str))
     return rec
 
 

@@ -1,7 +1,7 @@
 """The results store, read side: every ``result.json`` under a root gathered into one table.
 
 Runs live in ``outputs/runs/<experiment>/<backbone>/<dataset>/<method>/<budget>/seed<seed>/``
-(``sara.runs``, the trainer's side). A finished run has ``result.json``; a failed run has
+(:mod:`sara.record` defines the layout and the record). A finished run has ``result.json``; a failed run has
 ``failed.json`` (and no ``result.json``). This module turns a tree of them into
 
 - :func:`load_results` → one row per finished run (pandas), with the canonical columns of
@@ -32,6 +32,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from sara.record import FAILED_FILE, RESULT_FILE, identity_from_parts
+
 __all__ = [
     "ResultWarning",
     "CANONICAL",
@@ -51,14 +53,12 @@ __all__ = [
     "main",
 ]
 
-RESULT_FILE = "result.json"
-FAILED_FILE = "failed.json"
 
 ID_COLUMNS = ["experiment", "variant", "backbone", "dataset", "method", "budget", "seed"]
 
 # Canonical columns and where each may be found in a record (first hit wins; dotted paths into
 # the flattened record). The run directory supplies the identity columns when the record lacks
-# them. Keep these lists generous: the record's layout belongs to sara.runs.
+# them. Keep these lists generous: the record's layout belongs to sara.record.
 _CANDIDATES: dict[str, list[str]] = {
     "experiment": ["experiment", "experiment_name", "config.experiment_name"],
     "backbone": ["backbone", "config.backbone.name"],
@@ -83,8 +83,10 @@ _CANDIDATES: dict[str, list[str]] = {
     "final_loss": ["final_loss", "train.final_loss"],
     # hyper-parameters the analysis sweeps over
     "threshold": ["method_record.threshold", "config.method.threshold"],
-    # the learning rate used: train.lr, else the method's lr, else its default (SaRA: Eq. 12)
-    "lr": ["config.train.lr", "method_record.lr", "config.method.lr", "method_record.lr_default"],
+    # the learning rate used: as resolved (train.lr=eq12/tuned), else train.lr, else the method's
+    # lr, else its default (SaRA: Eq. 12); and the policy that chose it
+    "lr": ["train.lr.lr", "config.train.lr", "method_record.lr", "config.method.lr", "method_record.lr_default"],
+    "lr_policy": ["train.lr.policy"],
     "progressive_iter": ["method_record.progressive_iter", "config.method.progressive_iter"],
     "lambda_rank": ["method_record.lambda_rank", "config.method.lambda_rank"],
     "alpha": ["config.delta.alpha"],
@@ -180,7 +182,6 @@ def _name_of(v: Any) -> Any:
     return v
 
 
-_SEED_RE = re.compile(r"^seed(-?\d+)$")
 VARIANT_SEP = "--"
 
 
@@ -200,16 +201,9 @@ def parse_run_dir(run_dir: Path, root: Path) -> dict[str, Any]:
         parts = list(run_dir.resolve().relative_to(root.resolve()).parts)
     except ValueError:
         parts = list(run_dir.parts)
-    ident: dict[str, Any] = {}
-    if parts and _SEED_RE.match(parts[-1]):
-        ident["seed"] = int(_SEED_RE.match(parts[-1]).group(1))
-        rest = parts[:-1]
-        if len(rest) >= 4:
-            ident["budget"], ident["method"], ident["dataset"], ident["backbone"] = (
-                rest[-1], rest[-2], rest[-3], rest[-4])
-            exp = rest[:-4]
-            if exp:
-                ident["experiment"], ident["variant"] = split_experiment("/".join(exp))
+    ident = identity_from_parts(parts)
+    if "experiment" in ident:
+        ident["experiment"], ident["variant"] = split_experiment(ident["experiment"])
     return ident
 
 

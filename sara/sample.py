@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from sara.runs import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from sara.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +102,22 @@ def sample_to_folder(backbone, prompts: Sequence[str], out_dir: str | Path, *,
 
     batch_size = max(1, int(batch_size))
     chunks = list(range(0, len(texts), batch_size))
-    it = chunks
-    if progress:
+    todo = [b0 for b0 in chunks if not all((out_dir / image_name(i)).is_file()
+                                           for i in range(b0, min(b0 + batch_size, len(texts))))]
+    bar, step_kw = None, {}
+    if progress and todo:  # one tick per denoising step of every chunk still to sample
+        import inspect
+
         from tqdm.auto import tqdm
 
-        it = tqdm(chunks, desc="sample", dynamic_ncols=True, mininterval=1.0)
-    for c, b0 in enumerate(it):
+        steps = int(num_inference_steps or getattr(backbone, "default_steps", 1) or 1)
+        bar = tqdm(total=len(todo) * steps, desc=f"sample {len(texts)} images", unit="step",
+                   dynamic_ncols=True, mininterval=1.0)
+        if "on_step" in inspect.signature(backbone.sample).parameters:
+            step_kw["on_step"] = lambda: bar.update(1)
+    for c, b0 in enumerate(chunks):
         idx = list(range(b0, min(b0 + batch_size, len(texts))))
-        if all((out_dir / image_name(i)).is_file() for i in idx):
+        if b0 not in todo:
             continue
         with torch.no_grad():
             images = backbone.sample([texts[i] for i in idx],
@@ -117,12 +125,16 @@ def sample_to_folder(backbone, prompts: Sequence[str], out_dir: str | Path, *,
                                      guidance_scale=guidance_scale, seed=int(seed) + c,
                                      denoiser=denoiser, batch_size=len(idx),
                                      **({"autocast_dtype": autocast_dtype}
-                                        if autocast_dtype is not None else {}))
+                                        if autocast_dtype is not None else {}), **step_kw)
+        if bar is not None and not step_kw:
+            bar.update(steps)
         if len(images) != len(idx):
             raise RuntimeError(f"backbone.sample returned {len(images)} images for {len(idx)} "
                                "prompts")
         for i, img in zip(idx, images):
             atomic_write_bytes(out_dir / image_name(i), _png_bytes(img))
+    if bar is not None:
+        bar.close()
     rows = [{"file_name": image_name(i), "text": t, "prompt": p}
             for i, (t, p) in enumerate(zip(texts, base))]
     atomic_write_text(out_dir / PROMPTS_FILE, "".join(json.dumps(r) + "\n" for r in rows))

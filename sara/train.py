@@ -47,12 +47,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from sara.runs import (CHECKPOINT_DIR, TRAIN_LOG_FILE, atomic_torch_save, atomic_write_text,
-                       cpu_peak_rss_bytes)
+from sara.env import peak_memory
+from sara.io import atomic_torch_save, atomic_write_text
+from sara.precision import cuda_half_precision
+from sara.record import CHECKPOINT_DIR, CHECKPOINT_NAME, TRAIN_LOG_FILE
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "state.pt"
 CHECKPOINT_FORMAT = "sara-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -70,7 +71,7 @@ class TrainConfig:
     steps: int = 400                 # optimizer steps
     batch_size: int = 16             # per process and micro-step
     grad_accum: int = 1              # micro-steps per optimizer step
-    lr: float | None = None          # None: the method's own default; "eq12": see sara.runs.resolve_lr
+    lr: float | None = None          # None: the method's own default; "eq12" / "tuned": see sara.budget.resolve_lr
     weight_decay: float = 1e-2
     betas: Sequence[float] = (0.9, 0.999)
     lr_scheduler: str = "cosine"     # any diffusers.optimization scheduler name
@@ -114,7 +115,7 @@ def resolve_mixed_precision(mixed_precision: str, device: str | torch.device) ->
             log.warning("mixed_precision=%s asked on %s; training in fp32", mp, device.type)
         return "no"
     if mp == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return cuda_half_precision()
     if mp not in ("no", "fp16", "bf16"):
         raise ValueError(f"mixed_precision must be auto|no|fp16|bf16, got {mixed_precision!r}")
     return mp
@@ -236,7 +237,11 @@ def micro_step_seed(seed: int, micro_step: int, rank: int = 0, world: int = 1) -
 # RNG state
 # ------------------------------------------------------------------------------------------------
 def get_rng_state() -> dict:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(),
+    # plain tensors, numbers and tuples only: the checkpoint loads with weights_only=True
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = {"python": random.getstate(),
+          "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                    float(gauss)),
           "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         st["cuda"] = torch.cuda.get_rng_state_all()
@@ -244,8 +249,10 @@ def get_rng_state() -> dict:
 
 
 def set_rng_state(st: Mapping) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    random.setstate(tuple(st["python"][:1]) + (tuple(st["python"][1]),) + tuple(st["python"][2:]))
+    kind, keys, pos, has_gauss, gauss = st["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((kind, keys.astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
     torch.set_rng_state(st["torch"].cpu() if isinstance(st["torch"], torch.Tensor) else st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         with contextlib.suppress(Exception):
@@ -263,6 +270,14 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------------------------------------
 # trainer
 # ------------------------------------------------------------------------------------------------
+def _needs_ddp(model: nn.Module) -> bool:
+    """Whether DDP has anything to synchronise: a trainable parameter outside the model's DDP
+    ignore list (sparse methods put their touched tensors there and average their own flat
+    gradient, so a model they train alone needs no DDP wrapper and no dense bucket)."""
+    ignored = set(getattr(model, "_ddp_params_and_buffers_to_ignore", ()))
+    return any(p.requires_grad for n, p in model.named_parameters() if n not in ignored)
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -322,7 +337,8 @@ class Trainer:
         if cfg.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
             model.enable_gradient_checkpointing()
         self.raw_model = model
-        self.model = acc.prepare_model(model) if acc.num_processes > 1 else model
+        self.model = (acc.prepare_model(model) if acc.num_processes > 1 and _needs_ddp(model)
+                      else model)
         self.raw_optimizer = optimizer
         self.optimizer = acc.prepare_optimizer(optimizer, device_placement=False)
         from diffusers.optimization import get_scheduler
@@ -375,9 +391,12 @@ class Trainer:
         return self.ckpt_path
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        st = torch.load(path, map_location="cpu", weights_only=False)
+        from sara.weights import load_checkpoint_file
+
+        st = load_checkpoint_file(path)
         if st.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointMismatchError(f"{path} is not a training checkpoint of this suite")
+            raise CheckpointMismatchError(f"{path} is not a training checkpoint of this suite; "
+                                          "set train.resume=false or overwrite=true")
         mine, theirs = self._settings(), st.get("settings", {})
         diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
         if diff:
@@ -444,7 +463,9 @@ class Trainer:
 
     def _ckpt_step(self) -> int | str:
         try:
-            return int(torch.load(self.ckpt_path, map_location="cpu", weights_only=False)["step"])
+            from sara.weights import load_checkpoint_file
+
+            return int(load_checkpoint_file(self.ckpt_path)["step"])
         except Exception:  # noqa: BLE001 - only for the message
             return "?"
 
@@ -477,6 +498,10 @@ class Trainer:
                         mininterval=1.0)
         self.model.train()
         clip = cfg.max_grad_norm is not None and cfg.max_grad_norm > 0
+        if clip and getattr(self.method, "compat", None) == "official":
+            # the authors' training script effectively never clips SaRA's updates
+            log.info("compat=official: gradients are not clipped (train.max_grad_norm ignored)")
+            clip = False
         try:
             while self.step < cfg.steps:
                 step_losses = []
@@ -498,6 +523,10 @@ class Trainer:
                         step_losses.append(self._check_finite(loss, self.step))
                         acc.backward(loss / cfg.grad_accum)
                 grad_norm = None
+                if hasattr(self.raw_optimizer, "all_reduce_grad"):
+                    # sparse methods average their flat gradient across processes themselves
+                    # (once, before clipping, so every process clips the same gradient)
+                    self.raw_optimizer.all_reduce_grad()
                 if clip:
                     # read the groups each step: SaRA's re-selection replaces its trained leaves
                     params = [p for g in self.raw_optimizer.param_groups for p in g["params"]]
@@ -535,6 +564,9 @@ class Trainer:
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
                         and self.step < cfg.steps):
                     self.save_checkpoint()
+        except KeyboardInterrupt as e:
+            e.sara_step = self.step  # for "interrupted at step N" (sara.cli)
+            raise
         finally:
             if pbar is not None:
                 pbar.close()
@@ -546,10 +578,7 @@ class Trainer:
             ckpt = self.save_checkpoint(final=True)
         elif self.ckpt_path is not None:
             ckpt = self.ckpt_path
-        if self.device.type == "cuda":
-            peak, kind = int(torch.cuda.max_memory_allocated(self.device)), "cuda_max_allocated"
-        else:
-            peak, kind = cpu_peak_rss_bytes(), "cpu_max_rss"
+        peak, kind = peak_memory(self.device)
         tail = self.losses[-max(1, min(50, cfg.steps // 10)):]
         return TrainResult(
             steps=self.step,

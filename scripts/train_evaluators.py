@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import shutil
 import sys
@@ -36,6 +35,7 @@ import torch.nn.functional as Fn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sara.io import atomic_write_text  # noqa: E402
 from sara.metrics import evaluator_data as ED  # noqa: E402
 from sara.metrics.embedded import (  # noqa: E402
     AttrVQA, FIDNet, WordTokenizer, clip_model_config, domain_words, save_safetensors,
@@ -446,9 +446,7 @@ def main(argv=None) -> int:
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
     manifest.pop("validation", None)  # stale once retrained; validate_evaluators.py --write-manifest
-    tmp = manifest_path.with_name("manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    os.replace(tmp, manifest_path)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1, default=str))
     log(f"done in {time.time() - t_start:.0f}s -> {out}")
     return 0
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sara.io import atomic_write_text  # noqa: E402
 from sara.metrics import evaluator_data as ED  # noqa: E402
 
 BLEND = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -225,9 +225,7 @@ def main(argv=None) -> int:
         m = json.loads(mp.read_text()) if mp.is_file() else {}
         m["validation"] = {"command": "python scripts/validate_evaluators.py " + " ".join(sys.argv[1:] if argv is None else argv),
                            **{k: v for k, v in res.items() if k != "zoo"}}
-        tmpf = mp.with_name("manifest.json.tmp")
-        tmpf.write_text(json.dumps(m, indent=1))
-        os.replace(tmpf, mp)
+        atomic_write_text(mp, json.dumps(m, indent=1))
     log("ALL PASSED" if not failed else f"FAILED: {len(failed)} check(s)")
     return 0 if not failed else 1
 

@@ -205,3 +205,28 @@ def stub_world(monkeypatch):
     monkeypatch.setattr(sara.runs, "eval_prompt_list", eval_prompt_list)
     monkeypatch.setattr("sara.train.default_collate", stub_collate)
     return {"StubBackbone": StubBackbone}
+
+
+def compose_conf(conf_dir, overrides):
+    """The composed config of ``run.py`` from the config folder ``conf_dir``."""
+    from hydra import compose as hcompose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return hcompose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture
+def sampled(monkeypatch):
+    """Every denoiser that sara.runs samples with: a list of CPU state dicts (in call order)."""
+    import sara.sample
+
+    real = sara.sample.sample_to_folder
+    seen = []
+
+    def spy(backbone, prompts, out_dir, *, denoiser=None, **kw):
+        m = denoiser if denoiser is not None else backbone.denoiser
+        seen.append({k: v.detach().cpu().clone() for k, v in m.state_dict().items()})
+        return real(backbone, prompts, out_dir, denoiser=denoiser, **kw)
+
+    monkeypatch.setattr(sara.sample, "sample_to_folder", spy)
+    return seen

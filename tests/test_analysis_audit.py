@@ -1,14 +1,12 @@
-"""analysis/audit_paper_vlhi.py on the paper's real Tables 1, 4, 5, 6 (paper/reported_style_finetuning.csv)."""
+"""analysis.audit_paper_vlhi on the paper's real Tables 1, 4, 5, 6 (paper/reported_style_finetuning.csv)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "analysis"))
 
 if not (REPO / "paper" / "reported_style_finetuning.csv").is_file():
     pytest.skip("paper/reported_style_finetuning.csv not in the repo", allow_module_level=True)
@@ -16,7 +14,7 @@ if not (REPO / "paper" / "reported_style_finetuning.csv").is_file():
 
 @pytest.fixture(scope="module")
 def audit():
-    from audit_paper_vlhi import audit as run
+    from analysis.audit_paper_vlhi import audit as run
 
     return run()
 
@@ -56,7 +54,7 @@ def test_table6_is_consistent_within_rounding(audit):
 
 
 def test_rounding_interval_contains_the_exact_value():
-    from audit_paper_vlhi import rounding_interval
+    from analysis.audit_paper_vlhi import rounding_interval
     from sara.metrics.vlhi import vlhi
 
     rng = np.random.default_rng(0)
@@ -69,7 +67,7 @@ def test_rounding_interval_contains_the_exact_value():
 
 
 def test_audit_script_writes_report(tmp_path):
-    from audit_paper_vlhi import main
+    from analysis.audit_paper_vlhi import main
 
     files = main(["--out", str(tmp_path)])
     md = (tmp_path / "audit_paper_vlhi.md").read_text()

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import CONF
-from sara.runs import run_dir_for
+from sara.record import run_dir_for
 from sara.train import TrainConfig
 
 # groups whose configs must carry a `name` (it is part of the run directory)
@@ -79,11 +79,11 @@ def test_config_composes(group, name):
                                       throw_on_missing=True)
     for g in NAMED_GROUPS:
         assert resolved.get(g) is None or resolved[g].get("name"), f"{g} config without a name"
-    # the run directory is determined and Hydra's rule agrees with sara.runs.run_dir_for
+    # the run directory is determined and Hydra's rule agrees with sara.record.run_dir_for
     assert hydra_node.run.dir == str(run_dir_for(resolved))
     TrainConfig.from_mapping(resolved["train"])  # no unknown training keys
     if group == "data":
-        assert resolved["data"]["kind"] in ("style", "folder", "pretrain", "camera_motion", "video_folder")
+        assert resolved["data"]["kind"] in ("style", "folder", "pretrain", "subject", "camera_motion", "video_folder")
 
 
 METHODS = [n for g, n in OPTIONS if g == "method"]

@@ -268,10 +268,14 @@ def test_official_reselection_skips_update_and_resets_moments():
 # ---------------------------------------------------------------------------- resume
 
 
-@pytest.mark.parametrize("compat", ["ours", "official"])
-def test_state_dict_gives_exact_resume(compat):
+@pytest.mark.parametrize("compat,storage,sampled", [
+    ("ours", "auto", "auto"), ("official", "auto", "auto"), ("ours", "device", None),
+    ("ours", "disk", 1.0), ("official", "host", 1.0)])
+def test_state_dict_gives_exact_resume(compat, storage, sampled):
+    """Exact resume wherever W0 is kept (device, host, temporary file) and with the weight
+    gradients computed at the trained entries only or densely."""
     kw = dict(threshold=0.4, lr=1e-2, lambda_rank=5e-2, rank_min_side=2, progressive_iter=3,
-              compat=compat, seed=7)
+              compat=compat, seed=7, initial_storage=storage, sampled_wgrad=sampled)
     full = mlp()
     of = SaRA(full, **kw)
     targets_full = []
@@ -365,3 +369,40 @@ def test_bad_rank_options_leave_model_untouched():
     with pytest.raises(ValueError, match="lambda_rank"):
         SaRA(m, threshold=0.4, lambda_rank=-1)
     assert sara.get_sparse(m) is None and all(p.requires_grad for p in m.parameters())
+
+
+def test_initial_storage_keeps_w0_off_the_training_memory(tmp_path):
+    """W0 at the trained entries: on CPU by default in a temporary file (no resident bytes),
+    identical wherever kept; deltas and re-selection read it; the file goes with the object."""
+    import gc
+    import os
+
+    from sara.core.initial import resolve_storage
+
+    assert resolve_storage("auto", torch.device("cpu")) == "disk"
+    assert resolve_storage("auto", torch.device("cuda")) == "host"
+    with pytest.raises(ValueError, match="initial_storage"):
+        SaRA(mlp(), threshold=0.4, lr=1e-2, initial_storage="gpu")
+    ref = SaRA(mlp(), threshold=0.4, lr=1e-2, initial_storage="device")
+    m = mlp()
+    opt = SaRA(m, threshold=0.4, lr=1e-2, progressive_iter=2)
+    sp = opt.sparse
+    assert sp.initial_storage == "disk" and sp.initial_device_bytes == 0
+    assert ref.sparse.initial_device_bytes == 4 * ref.sparse.count()
+    assert torch.equal(sp.initial, ref.sparse.initial)
+    path = sp._initial._path
+    assert os.path.exists(path)
+    for i in range(3):  # through the re-selection at step 2
+        mlp_loss(m, BATCHES[i]).backward()
+        opt.step()
+        opt.zero_grad()
+    assert opt.reselected and sp.initial.shape == sp.values.shape
+    d = sp.delta()
+    w0 = snapshot(mlp())
+    for n, t in d.items():
+        torch.testing.assert_close(t, m.get_parameter(n).detach() - w0[n], rtol=0, atol=0)
+    sp.restore_base()
+    assert all(torch.equal(p, w0[n]) for n, p in m.named_parameters())
+    del opt, sp
+    gc.collect()
+    assert not os.path.exists(path)

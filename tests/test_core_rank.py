@@ -144,3 +144,73 @@ def test_ours_rank_loss_is_not_inert():
         runs[lam] = snapshot(m)
     assert not torch.equal(runs[0.0]["0.weight"], runs[1.0]["0.weight"]) or \
         not torch.equal(runs[0.0]["2.weight"], runs[1.0]["2.weight"])
+
+
+def _sparse_p(rows, cols, density, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    k = int(rows * cols * density)
+    idx = torch.randperm(rows * cols, generator=g)[:k]
+    vals = torch.randn(k, generator=g, dtype=dtype) * 1e-3
+    return torch.zeros(rows * cols, dtype=dtype).index_put_((idx,), vals).view(rows, cols), idx
+
+
+@pytest.mark.parametrize("shape,density", [((1024, 128), 0.058), ((128, 1024), 0.058),
+                                           ((160, 160), 0.058), ((96, 200), 0.3),
+                                           ((100, 160), 0.058)])
+def test_gram_subgradient_matches_autograd_nuclear_norm(shape, density):
+    """The subgradient against autograd of torch.linalg.matrix_norm(P, "nuc") in float64, at the
+    trained entries, on sparse matrices like SaRA's: elongated ones through the Gram (float32
+    Gram; float64 when ill conditioned), near-square ones through the SVD of the tall view."""
+    from sara.core.rank_loss import nuclear_norm_and_subgradient
+
+    p, idx = _sparse_p(*shape, density, seed=sum(shape))
+    ref_p = p.double().requires_grad_(True)
+    nuc_ref = torch.linalg.matrix_norm(ref_p, ord="nuc")
+    nuc_ref.backward()
+    nuc, g = nuclear_norm_and_subgradient(p)
+    assert g.dtype == p.dtype and g.shape == p.shape
+    ref = ref_p.grad.reshape(-1)[idx]
+    got = g.reshape(-1)[idx].double()
+    assert float(nuc) == pytest.approx(float(nuc_ref.detach()), rel=1e-6)
+    square = max(shape) < 2 * min(shape)  # float32 SVD: as accurate as autograd's own
+    assert float((got - ref).abs().max() / ref.abs().max()) < (1e-4 if square else 2e-6)
+    # float64 in, float64 out: exact to float64 rounding
+    nuc64, g64 = nuclear_norm_and_subgradient(p.double())
+    assert float((g64.reshape(-1)[idx] - ref).abs().max() / ref.abs().max()) < 1e-8
+
+
+def test_gram_subgradient_rank_deficient_is_minimum_norm():
+    """Gram route: zero singular values contribute nothing, U_r V_rᵀ over the nonzero ones."""
+    from sara.core.rank_loss import nuclear_norm_and_subgradient
+
+    g = torch.Generator().manual_seed(0)
+    p = (torch.randn(200, 3, generator=g) @ torch.randn(3, 50, generator=g)).double()
+    u, s, vh = torch.linalg.svd(p, full_matrices=False)
+    ref = u[:, :3] @ vh[:3]
+    nuc, sub = nuclear_norm_and_subgradient(p)
+    torch.testing.assert_close(sub, ref, rtol=0, atol=1e-9)
+    assert float(nuc) == pytest.approx(float(s[:3].sum()), rel=1e-6)
+
+
+def test_rank_loss_constrains_2d_weights_unless_conv_is_asked():
+    m = convnet()
+    sp = wrap(m, select(m, threshold=0.4))
+    convs = [n for n in sp.names if len(sp.shapes[n]) == 4]
+    assert convs
+    assert not set(eligible_matrices(sp, min_side=1)) & set(convs)
+    assert set(convs) <= set(eligible_matrices(sp, min_side=1, conv=True))
+    with pytest.raises(TypeError, match="rank_conv"):
+        RankLoss(1e-3, conv="yes")
+
+
+def test_sara_default_and_official_reject_conv_rank_loss():
+    from sara.methods.sara import SaRAMethod
+
+    opt = SaRA(convnet(), threshold=0.4, lr=1e-3, rank_min_side=1)
+    assert opt.rank.conv is False
+    with pytest.raises(ValueError, match="rank_conv"):
+        SaRA(convnet(), threshold=0.4, lr=1e-3, compat="official", rank_conv=True)
+    with pytest.raises(ValueError, match="rank_loss_conv"):
+        SaRAMethod(rank_loss_conv=True, compat="official")
+    with pytest.raises(ValueError, match="rank_loss_conv"):
+        SaRAMethod(rank_loss_conv="no")

@@ -253,3 +253,108 @@ def test_load_state_dict_into_wrapped_model_is_what_trains():
                        other.fc1.weight.detach().reshape(-1)[opt.sparse.indices[n].long()])
     x = mlp_batch()[0]
     assert torch.equal(m(x), other(x))  # the forward sync did not undo the load
+
+
+# --------------------------------------------------------------------------------------------
+# normalisation layers: weight and bias gradients are asked for together or not at all
+
+
+class _NormNet(nn.Module):
+    """The failing shapes of SD 2.0 at 768 px: 320 channels through GroupNorm(32, 320) and
+    LayerNorm(320) over the tokens of a 1x1 projection."""
+
+    def __init__(self, c=320):
+        super().__init__()
+        self.proj = nn.Conv2d(4, c, 1)
+        self.gn = nn.GroupNorm(32, c)
+        self.ln = nn.LayerNorm(c)
+        self.out = nn.Linear(c, 4)
+
+    def forward(self, x):
+        h = self.gn(self.proj(x))
+        h = h.flatten(2).transpose(1, 2)  # [batch, tokens, c]
+        return self.out(self.ln(h))
+
+
+def _norm_nodes(out):
+    """Every Native{Layer,Group}NormBackward node of ``out``'s graph, with which of its weight
+    and bias inputs autograd will ask a gradient for (next_functions[1], [2])."""
+    found, seen, stack = [], set(), [out.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        name = type(fn).__name__
+        if name.startswith(("NativeLayerNormBackward", "NativeGroupNormBackward")):
+            nf = fn.next_functions
+            found.append((name, nf[1][0] is not None, nf[2][0] is not None))
+        stack.extend(f for f, _ in fn.next_functions)
+    return found
+
+
+@pytest.mark.parametrize("trained", [("gn.bias", "ln.bias"), ("gn.weight", "ln.weight"),
+                                     ("proj.weight",), ("gn.bias", "ln.weight")])
+def test_norm_layers_get_both_affine_gradients_or_none(trained):
+    """CUDA's layer-norm backward returns a bias gradient of shape [0] for more than 65,536 rows
+    when only the bias requires grad ("NativeLayerNormBackward0 returned an invalid gradient at
+    index 2 - got [0] but expected shape compatible with [320]"). Whatever the selection, no
+    norm node may be asked for just one of its two affine gradients; the frozen partner's
+    entries stay bit-exact and the trained entries get the dense gradient gathered."""
+    torch.manual_seed(0)
+    m = _NormNet()
+    with torch.no_grad():
+        m.gn.bias.normal_(0, 1e-3)
+        m.ln.bias.normal_(0, 1e-3)
+    ref = copy.deepcopy(m)
+    x = torch.randn(2, 4, 8, 8)
+    idx = {n: torch.arange(0, p.numel(), 3) for n, p in m.named_parameters() if n in trained}
+    sel = sara.Selection(idx, {n: tuple(p.shape) for n, p in m.named_parameters()}, rule="test")
+    sp = wrap(m, sel)
+    frozen = {n: p.detach().clone() for n, p in m.named_parameters() if n not in trained}
+    out = m(x)
+    nodes = _norm_nodes(out)
+    assert {n for n, _, _ in nodes} == {"NativeLayerNormBackward0", "NativeGroupNormBackward0"}
+    for name, w, b in nodes:
+        assert w == b, f"{name} asked for only one affine gradient (weight {w}, bias {b})"
+    out.square().mean().backward()
+    ref(x).square().mean().backward()
+    assert all(p.grad is None for p in m.parameters())
+    for n, p in ref.named_parameters():
+        if n in trained:
+            torch.testing.assert_close(sp.values.grad[sp.slice(n)],
+                                       p.grad.reshape(-1)[idx[n]], rtol=1e-5, atol=1e-7)
+    torch.optim.SGD(sp.parameters(), lr=0.1).step()
+    sp.sync()
+    for n, p in m.named_parameters():
+        if n in frozen:
+            assert torch.equal(p.detach(), frozen[n]), n
+    merge(m)
+    assert not any(p.requires_grad for p in m.parameters())
+
+
+def test_norm_partner_released_when_reselection_empties_its_pair():
+    m = _NormNet()
+    sel = sara.Selection({"ln.bias": torch.arange(4)},
+                         {n: tuple(p.shape) for n, p in m.named_parameters()}, rule="test")
+    sel.indices["proj.weight"] = torch.arange(4)
+    sp = wrap(m, sel)
+    assert m.ln.weight.requires_grad and m.ln.bias.requires_grad
+    keep = torch.ones(8, dtype=torch.bool)
+    keep[sp.slice("ln.bias")] = False
+    sp.reselect(keep)
+    assert not m.ln.weight.requires_grad and not m.ln.bias.requires_grad
+    m(torch.randn(1, 4, 2, 2)).sum().backward()
+    assert all(p.grad is None for p in m.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_layer_norm_bias_only_large_rows_on_cuda():
+    """The failing GPU case itself: 8 x 96 x 96 = 73,728 rows of 320 channels, bias trained."""
+    m = nn.Sequential(nn.LayerNorm(320)).cuda()
+    sel = sara.Selection({"0.bias": torch.arange(0, 320, 2)}, {"0.weight": (320,), "0.bias": (320,)},
+                         rule="test")
+    sp = wrap(m, sel)
+    x = torch.randn(8, 96 * 96, 320, device="cuda")
+    m(x).square().mean().backward()
+    assert sp.values.grad is not None and torch.isfinite(sp.values.grad).all()

@@ -57,3 +57,15 @@ def test_validation_prompts_are_disjoint_from_every_test_prompt_and_deterministi
     assert validation_prompts(seed=0, n=10) == val[:10]
     for p in val[:20]:   # drawn like the test prompts: every prompt has a held-out pair
         assert any(is_held_out(o["colour"], o["shape"]) for o in parse_caption(p))
+
+
+def test_eval_prompt_list_reads_the_named_prompt_set():
+    import pytest
+
+    from sara.data.build import eval_prompt_list
+    from sara.data.prompts import validation_prompts
+
+    assert eval_prompt_list({"num_prompts": 3}) == eval_prompts(seed=0)[:3]
+    assert eval_prompt_list({"num_prompts": 3, "prompt_set": "validation"}) == validation_prompts(seed=0)[:3]
+    with pytest.raises(ValueError, match="eval.prompt_set: expected 'test' or 'validation', got 'dev'"):
+        eval_prompt_list({"num_prompts": 3, "prompt_set": "dev"})

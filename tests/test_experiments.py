@@ -1,6 +1,7 @@
 """conf/experiment/*.yaml and experiments/*.sh: every experiment composes with Hydra, its sweep
 expands to distinct run directories (no two jobs of any experiment share one), the scaling and
-merging runs point at style runs that the style sweep produces, and each script is valid bash.
+merging runs point at style runs that the style sweep produces, each script is valid bash, and
+every experiment script runs through the one runner (experiments/run_experiment.sh).
 
 Two composition checks:
 
@@ -16,7 +17,7 @@ with ``name: tiny`` in the copy; the real-config test skips until it exists.
 from __future__ import annotations
 
 import itertools
-import re
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 EXP_DIR = CONF / "experiment"
 SH_DIR = REPO / "experiments"
+RUNNER = SH_DIR / "run_experiment.sh"
 EXPERIMENTS = sorted(p.stem for p in EXP_DIR.glob("*.yaml"))
 GROUPS = ("backbone", "method", "budget", "data", "train", "eval")  # config groups (value = option name)
 # the id in the results table (sara.results splits experiment_name at "--")
@@ -84,29 +86,34 @@ def _set(cfg, key: str, value) -> None:
         OmegaConf.update(cfg, key, value, merge=False, force_add=True)
 
 
+def _spec_scripts() -> list[Path]:
+    """The experiment scripts: those that state sweeps and analyses for experiments/run_experiment.sh."""
+    return [sh for sh in sorted(SH_DIR.glob("*.sh")) if "run_experiment.sh" in sh.read_text() and sh != RUNNER]
+
+
+def _dry_run(sh: Path, *args: str) -> list[str]:
+    """The commands ``bash experiments/<name>.sh ARGS`` runs (the runner's dry run)."""
+    r = subprocess.run(["bash", str(sh), *args], capture_output=True, text=True, cwd="/",
+                       env={**os.environ, "EXPERIMENT_DRY_RUN": "1"})
+    assert r.returncode == 0, f"{sh.name}: {r.stderr}"
+    return r.stdout.splitlines()
+
+
 def _sh_commands() -> list[tuple[str, list[str]]]:
-    """``(experiment, extra overrides)`` of every ``python run.py -m +experiment=...`` in the scripts,
-    with the merging loop's ``$a``/``$b`` expanded."""
+    """``(experiment, extra overrides)`` of every ``python run.py -m +experiment=...`` the scripts run."""
     out = []
-    for sh in sorted(SH_DIR.glob("*.sh")):
-        text = sh.read_text()
-        pairs = re.findall(r"(\w+):(\w+)", (re.search(r"for pair in ([^;]+);", text) or [None, ""])[1])
-        for line in text.splitlines():
-            m = re.search(r"python run\.py -m \+experiment=(\w+)(.*?)(\"\$@\"|\|\||$)", line)
-            if not m:
-                continue
-            extra = [t for t in m.group(2).split() if t]
-            if any("$a" in t or "$b" in t for t in extra):
-                for a, b in pairs:
-                    out.append((m.group(1), [t.replace("$a", a).replace("$b", b) for t in extra]))
-            else:
-                out.append((m.group(1), extra))
+    for sh in _spec_scripts():
+        for line in _dry_run(sh):
+            words = line.split()
+            if words[:3] == ["python", "run.py", "-m"]:
+                assert words[3].startswith("+experiment="), line
+                out.append((words[3].split("=", 1)[1], words[4:]))
     return out
 
 
 def _jobs(conf_dir: Path, exp: str, extra: list[str]):
     """Every job of ``python run.py -m +experiment=<exp> <extra>``: (resolved config, run dir)."""
-    from sara.runs import run_dir_for
+    from sara.record import run_dir_for
 
     key = ("jobs", str(conf_dir), exp)
     if key not in _CACHE:
@@ -151,6 +158,62 @@ def test_scripts_are_valid_bash():
         assert r.returncode == 0, f"{sh.name}: {r.stderr}"
 
 
+def test_every_experiment_script_states_only_its_sweeps_and_analyses():
+    """All scripts but the drivers (all.sh, report.sh) go through the one runner and run nothing
+    themselves; the runner is reachable by name too."""
+    specs = {sh.name for sh in _spec_scripts()}
+    assert specs == {sh.name for sh in SH_DIR.glob("*.sh")} - {"all.sh", "report.sh", "run_experiment.sh"}
+    for sh in _spec_scripts():
+        code = [ln for ln in sh.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        assert not [ln for ln in code if "python" in ln], f"{sh.name} runs commands itself"
+        assert code[-1] == 'source "$(dirname "$0")/run_experiment.sh"', sh.name
+        assert _dry_run(RUNNER, sh.stem, "seed=0") == _dry_run(sh, "seed=0")
+    r = subprocess.run(["bash", str(RUNNER), "no_such_experiment"], capture_output=True, text=True)
+    assert r.returncode == 2 and "ablation" in r.stderr
+
+
+@pytest.mark.parametrize("sh", _spec_scripts(), ids=lambda p: p.stem)
+def test_runner_commands(sh):
+    """Arguments go to every run.py call; one results table outputs/results/<name>.csv; every
+    analysis is ``python -m analysis.<module>`` on it, writing into outputs/analysis/<name>."""
+    name = sh.stem
+    lines = _dry_run(sh, "backbone=sd15", "seed=[0,1]")
+    runs = [ln for ln in lines if ln.startswith("python run.py -m ")]
+    assert runs and all(ln.endswith(" backbone=sd15 seed=[0,1]") for ln in runs)
+    table = f"outputs/results/{name}.csv"
+    results = [ln for ln in lines if ln.startswith("python -m sara.results ")]
+    assert results == [f"python -m sara.results --root outputs/runs --experiment "
+                       f"{EXPECTED_ID.get(name, name)} --csv {table}"]
+    analyses = [ln.split() for ln in lines if ln.startswith("python -m analysis.")]
+    preflight = [ln for ln in lines if ln.startswith("python -m ") and not ln.startswith(
+        ("python -m sara.results ", "python -m analysis."))]
+    assert all(ln.endswith(" backbone=sd15 seed=[0,1]") for ln in preflight)
+    assert lines[:len(preflight)] == preflight  # checks come before any run
+    assert len(preflight) + len(runs) + len(results) + len(analyses) == len(lines)
+    for words in analyses:
+        assert (REPO / "analysis" / f"{words[2].split('.', 1)[1]}.py").is_file(), words
+        assert words[3:7] == ["--results", table, "--out", f"outputs/analysis/{name}"], words
+
+
+def test_runner_goes_on_after_a_failed_step_and_reports_it(tmp_path):
+    """A failing step does not stop the rest; the exit status is the failure's."""
+    (tmp_path / "python").write_text('#!/usr/bin/env bash\necho "python $*"\n[[ "$*" == *table2_ablation* ]] && exit 3\nexit 0\n')
+    (tmp_path / "python").chmod(0o755)
+    r = subprocess.run(["bash", str(SH_DIR / "ablation.sh")], capture_output=True, text=True,
+                       env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    assert r.returncode == 3
+    assert r.stdout.splitlines()[-1].startswith("python -m analysis.table9_rank ")
+
+
+def test_report_script_runs_existing_analysis_modules():
+    text = (SH_DIR / "report.sh").read_text()
+    modules = [ln.split()[1] for ln in text.splitlines() if ln.startswith("run ")]
+    assert "claims" in modules and len(modules) >= 19
+    for m in modules:
+        assert (REPO / "analysis" / f"{m}.py").is_file(), m
+    assert "python analysis/" not in text
+
+
 @pytest.mark.parametrize("exp", EXPERIMENTS)
 def test_experiment_file_header(exp):
     text = (EXP_DIR / f"{exp}.yaml").read_text()
@@ -182,7 +245,7 @@ def test_experiment_files_compose(conf_copy):
                 sources.append(str(c.delta.merge_source))
     assert sources and set(sources) <= style_dirs, sorted(set(sources) - style_dirs)[:3]
     n = {e: len(_jobs(conf_copy, e, [])) for e in ("style", "pruning", "hyper", "scaling", "analysis")}
-    assert n == {"style": 60, "pruning": 9, "hyper": 25, "scaling": 35, "analysis": 4}
+    assert n == {"style": 90, "pruning": 9, "hyper": 25, "scaling": 35, "analysis": 4}
 
 
 def test_plus_experiment_composes_with_the_real_primary_config():

@@ -159,7 +159,8 @@ def test_a_real_run_record_loads(stub_conf, stub_world, tmp_path):
     the canonical columns (guards against the record layout drifting)."""
     from hydra import compose, initialize_config_dir
 
-    from sara.runs import execute, run_dir_for
+    from sara.record import run_dir_for
+    from sara.runs import execute
 
     with initialize_config_dir(config_dir=str(stub_conf), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["backbone=stub", "data=stub", "train=smoke", "eval=smoke",

@@ -1,5 +1,5 @@
 """run.py / sara.runs: end to end on stand-ins, result record, skip finished runs, failures,
-atomic writes, budgets, Hydra multirun (a failed job does not stop the others)."""
+atomic writes (sara.io), budgets, Hydra multirun (a failed job does not stop the others)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from sara import runs
-from sara.runs import (atomic_torch_save, atomic_write_json, execute, load_result, resolve_budget,
-                       run_dir_for)
+from sara.budget import REFERENCE_PARAMS, budget_target
+from sara.io import atomic_torch_save, atomic_write_json
+from sara.record import iter_results, load_result, run_dir_for
+from sara.runs import execute
 
 # method=full: these tests check the plumbing with every weight trained (the default is sara)
 SMOKE = ["backbone=stub", "data=stub", "train=smoke", "eval=smoke", "method=full"]
@@ -51,36 +52,18 @@ def test_atomic_torch_save_roundtrip(tmp_path):
 
 
 # --------------------------------------------------------------------------- budgets
-def test_resolve_budget():
-    ref = 859_520_964
-    assert resolve_budget(None, 1000) is None
-    assert resolve_budget({"name": "none", "params": None, "reference_params": ref}, 1000) is None
-    assert resolve_budget({"params": 5_000_000, "reference_params": ref}, ref) == 5_000_000
-    assert resolve_budget({"params": 5_000_000, "reference_params": ref}, 1_718_000) == round(
+def test_budget_target():
+    ref = REFERENCE_PARAMS
+    assert budget_target(None, 1000) is None
+    assert budget_target({"name": "none", "params": None, "reference_params": ref}, 1000) is None
+    assert budget_target({"params": 5_000_000, "reference_params": ref}, ref) == 5_000_000
+    assert budget_target({"params": 5_000_000, "reference_params": ref}, 1_718_000) == round(
         5e6 / ref * 1_718_000)
-    assert resolve_budget({"params": 0.01, "reference_params": ref}, 20_000) == 200
-    assert resolve_budget({"params": 1, "reference_params": ref}, 10) == 10
+    assert budget_target({"params": 0.01, "reference_params": ref}, 20_000) == 200
+    assert budget_target({"params": 1, "reference_params": ref}, 10) == 10
+    assert budget_target({"params": 300, "reference_params": None}, 1000) == 300
     with pytest.raises(ValueError):
-        resolve_budget({"params": -3, "reference_params": ref}, 10)
-
-
-def test_resolve_budget_fallback_matches_budget_module(monkeypatch):
-    """The fallback (no sara.budget) and sara.budget agree."""
-    import builtins
-
-    cases = [({"params": 5e6, "reference_params": 859_520_964}, 1_234_567),
-             ({"params": 0.02, "reference_params": 859_520_964}, 55_555),
-             ({"params": 300, "reference_params": None}, 1000)]
-    want = [resolve_budget(c, n) for c, n in cases]
-    real_import = builtins.__import__
-
-    def no_budget(name, *a, **k):
-        if name == "sara.budget":
-            raise ImportError(name)
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_budget)
-    assert [resolve_budget(c, n) for c, n in cases] == want == [round(5e6 / 859_520_964 * 1_234_567), 1111, 300]
+        budget_target({"params": -3, "reference_params": ref}, 10)
 
 
 # --------------------------------------------------------------------------- run dirs
@@ -223,7 +206,7 @@ def test_overwrite_reruns(stub_conf, stub_world, tmp_path):
 def test_iter_results(stub_conf, stub_world, tmp_path):
     cfg = compose(stub_conf, SMOKE + [f"output_root={tmp_path}", "eval=none"])
     execute(cfg, run_dir_for(cfg))
-    recs = list(runs.iter_results(tmp_path))
+    recs = list(iter_results(tmp_path))
     assert len(recs) == 1 and recs[0]["method"] == "full"
 
 

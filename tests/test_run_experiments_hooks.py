@@ -1,4 +1,4 @@
-"""sara.runs' experiment hooks (experiments/README.md, "hooks in sara.runs") end to end on the
+"""The experiment hooks (sara.hooks; experiments/README.md, "hooks") end to end on the
 stand-ins of tests/conftest.py, through the real experiment files (``+experiment=<id>``):
 
 * ``diagnostics.prune_threshold`` (pruning, Fig. 2): exactly the entries with |w| < θ are zeroed
@@ -19,35 +19,16 @@ import json
 import pytest
 import torch
 
-from conftest import StubBackbone
-from sara.runs import (HookConfigError, ensure_pretrain_reference, execute, pretrain_reference_dir,
-                       run_dir_for, validate_hooks)
+from conftest import StubBackbone, compose_conf
+from sara.data.build import ensure_pretrain_reference, pretrain_reference_dir
+from sara.hooks.schema import HookConfigError, validate_hooks
+from sara.record import run_dir_for
+from sara.runs import execute
 
 STUB = ["backbone=stub", "data=stub", "eval=smoke", "hydra/job_logging=disabled"]
 
 
-def compose(conf_dir, overrides):
-    from hydra import compose as hcompose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        return hcompose(config_name="config", overrides=overrides)
-
-
-@pytest.fixture
-def sampled(monkeypatch):
-    """Every denoiser that sara.runs samples with: a list of CPU state dicts (in call order)."""
-    import sara.sample
-
-    real = sara.sample.sample_to_folder
-    seen = []
-
-    def spy(backbone, prompts, out_dir, *, denoiser=None, **kw):
-        m = denoiser if denoiser is not None else backbone.denoiser
-        seen.append({k: v.detach().cpu().clone() for k, v in m.state_dict().items()})
-        return real(backbone, prompts, out_dir, denoiser=denoiser, **kw)
-
-    monkeypatch.setattr(sara.sample, "sample_to_folder", spy)
-    return seen
+compose = compose_conf
 
 
 def run(conf, overrides, out):
@@ -241,7 +222,7 @@ def test_missing_delta_source_names_path_and_command(stub_conf, stub_world, tmp_
     with pytest.raises(FileNotFoundError) as ei:
         execute(cfg, run_dir_for(cfg))
     msg = str(ei.value)
-    assert "delta.source" in msg and str(out / "style/stub/StubStyle/sara/50M/seed0/checkpoint/state.pt") in msg
+    assert "delta.source" in msg and str(out / "style/stub/StubStyle/sara/50M/seed0") in msg
     assert ("python run.py +experiment=style backbone=stub data.name=StubStyle method=sara budget=50M "
             f"seed=0 output_root={out}") in msg
     failed = json.loads((run_dir_for(cfg) / "failed.json").read_text())
@@ -313,12 +294,12 @@ def test_bad_key_fails_the_run_before_any_work(stub_conf, stub_world, tmp_path):
 
 
 def test_config_yaml_lists_every_hook_off_with_the_validated_defaults():
-    """conf/config.yaml's diagnostics / delta groups equal sara.runs' defaults key for key, so a
+    """conf/config.yaml's diagnostics / delta groups equal sara.hooks' defaults key for key, so a
     hook is set without `+` and does nothing unless set."""
     from omegaconf import OmegaConf
 
     from conftest import CONF
-    from sara.runs import DELTA_KEYS, DIAGNOSTICS_KEYS
+    from sara.hooks.schema import DELTA_KEYS, DIAGNOSTICS_KEYS
 
     base = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))
     for group, spec in (("diagnostics", DIAGNOSTICS_KEYS), ("delta", DELTA_KEYS)):
@@ -357,9 +338,10 @@ def test_hook_set_without_plus_and_old_records_stay_done(stub_conf, stub_world, 
         # ... while a record of a run with another hook setting is reported as differing
         cfg2 = compose(stub_conf, STUB + [f"output_root={tmp_path}", "train.steps=2",
                                           "diagnostics.share_below=true"])
-        seen.clear()
-        execute(cfg2, d)
-        assert "differs in ['diagnostics.share_below']" in "\n".join(seen)
+        from sara.rundir import StaleRunError
+
+        with pytest.raises(StaleRunError, match=r"differs in \[diagnostics.share_below\]"):
+            execute(cfg2, d)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
@@ -427,7 +409,7 @@ def test_resolve_lr_policies():
     import torch
     from sara.core.optimizer import lr_from_threshold
     from sara.core.selection import threshold_for_budget
-    from sara.runs import resolve_lr
+    from sara.budget import resolve_lr
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 4))

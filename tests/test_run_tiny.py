@@ -64,7 +64,8 @@ def test_kill_and_resume_is_exact_for_real_methods(tmp_path, monkeypatch, method
 
     import sara.train
     from conftest import CONF
-    from sara.runs import execute, run_dir_for
+    from sara.record import run_dir_for
+    from sara.runs import execute
 
     torch.set_num_threads(1)
 

@@ -175,3 +175,25 @@ def test_accelerator_follows_requested_device_within_one_process():
     if torch.cuda.is_available():
         assert make_accelerator("auto", "cuda").device.type == "cuda"
         assert make_accelerator("no", "cpu").device.type == "cpu"
+
+
+def test_official_compat_does_not_clip(tmp_path):
+    """compat=official reproduces the authors' script: SaRA's updates are never clipped."""
+    from sara.methods.sara import SaRAMethod
+
+    def run(compat, d):
+        seed_everything(0)
+        bb = StubBackbone()
+        method = SaRAMethod(threshold=0.05, lambda_rank=0.0, progressive_iter=None, lr=1e-2,
+                            compat=compat)
+        model = method.apply(bb.denoiser)
+        cfg = TrainConfig(steps=3, batch_size=3, device="cpu", progress=False, seed=0,
+                          max_grad_norm=1e-6, lr_scheduler="constant", checkpoint_every=0)
+        tr = Trainer(model, method, method.make_optimizer(lr=None),
+                     lambda m, b, g: bb.training_loss(m, b, generator=g), StubDataset(n=9), cfg,
+                     run_dir=d, collate_fn=stub_collate, accelerator=make_accelerator("no", "cpu"))
+        tr.train()
+        return read_train_log(d / "train_log.jsonl")
+
+    assert all("grad_norm" in r for r in run("ours", tmp_path / "ours"))
+    assert not any("grad_norm" in r for r in run("official", tmp_path / "official"))

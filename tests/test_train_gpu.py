@@ -67,7 +67,8 @@ def test_gpu_resume_matches(tmp_path, mp):
 def test_end_to_end_on_gpu(stub_conf, stub_world, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from sara.runs import execute, run_dir_for
+    from sara.record import run_dir_for
+    from sara.runs import execute
 
     with initialize_config_dir(config_dir=str(stub_conf), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[

@@ -9,9 +9,15 @@ from .arch import (KNOWN_CONFIGS, KNOWN_PARAM_COUNTS, build_denoiser_from_config
 
 
 def __getattr__(name):  # lazy: keeps ``import sara.backbones`` cheap
-    if name in ("Backbone", "load_backbone", "MissingWeightsError"):
-        from . import base
-        return getattr(base, name)
+    if name == "Backbone":
+        from .base import Backbone
+        return Backbone
+    if name == "load_backbone":
+        from .factory import load_backbone
+        return load_backbone
+    if name == "MissingWeightsError":
+        from .loading import MissingWeightsError
+        return MissingWeightsError
     raise AttributeError(name)
 
 

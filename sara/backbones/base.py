@@ -1,4 +1,5 @@
-"""The ``Backbone`` class (contract: docs/ARCHITECTURE.md, "Backbones") and ``load_backbone``.
+"""The ``Backbone`` class (contract: docs/ARCHITECTURE.md, "Backbones"); ``load_backbone`` in
+:mod:`sara.backbones.factory` builds one from a config.
 
 One class serves every backbone; what differs between Stable Diffusion 1.5/2, SDXL, SD3 and the
 tiny pixel-space model is how prompts are encoded and how the denoiser is called, which the
@@ -26,16 +27,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from .loading import MissingWeightsError  # noqa: F401  (re-exported)
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, None: None, "auto": None}
-
-
-def parse_dtype(d):
-    if isinstance(d, torch.dtype) or d is None:
-        return d
-    return _DTYPES[str(d).lower()]
+from sara.precision import parse_dtype
 
 
 def to_plain_dict(cfg) -> dict:
@@ -318,11 +310,13 @@ class Backbone:
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], num_inference_steps: int | None = None, guidance_scale: float | None = None,
                seed: int = 0, denoiser=None, batch_size: int = 16, negative_prompt: str | None = None,
-               output_type: str = "pil", progress: bool = False, autocast_dtype=None) -> list:
+               output_type: str = "pil", progress: bool = False, autocast_dtype=None,
+               on_step=None) -> list:
         """Generate one image per prompt with classifier-free guidance (unconditional = empty prompt).
 
         The initial noise of prompt ``i`` depends only on ``(seed, i)``, never on ``batch_size``.
-        Returns PIL images (``output_type="pil"``) or a [N,3,H,W] tensor in [-1, 1] (``"pt"``)."""
+        Returns PIL images (``output_type="pil"``) or a [N,3,H,W] tensor in [-1, 1] (``"pt"``).
+        ``on_step()`` is called after every denoising step."""
         denoiser = self.denoiser if denoiser is None else denoiser
         steps = int(num_inference_steps or self.default_steps)
         g = self.default_guidance if guidance_scale is None else float(guidance_scale)
@@ -367,6 +361,8 @@ class Backbone:
                         ou, oc = out.chunk(2)
                         out = ou + g * (oc - ou)
                     x = sched.step(out, t, x, **step_kw, return_dict=False)[0]
+                    if on_step is not None:  # progress per denoising step (sara.sample)
+                        on_step()
                 with torch.autocast(device.type, dtype=ac, enabled=ac is not None):
                     img = self.decode(x).float().clamp(-1, 1)
                 outs.append(img.cpu())
@@ -388,34 +384,3 @@ def _version(pkg: str) -> str:
         return version(pkg)
     except Exception:  # pragma: no cover
         return "unknown"
-
-
-def load_backbone(cfg, device=None, dtype=None) -> Backbone:
-    """Build a :class:`Backbone` from the ``backbone`` config group (dict or DictConfig).
-
-    ``cfg["kind"]``: ``tiny`` (pixel-space UNet, shipped weights in ``sara/zoo/tiny`` unless
-    ``pretrained`` names another folder) | ``stable_diffusion`` (SD 1.5 / 2.x) | ``sdxl`` | ``sd3``.
-    Missing weights raise :class:`MissingWeightsError` naming the model id, the config key to set
-    (``backbone.pretrained=/path``), the folder layout and the download command."""
-    cfg = to_plain_dict(cfg)
-    kind = cfg.get("kind", "stable_diffusion")
-    if kind == "tiny":
-        from .tiny import load_tiny
-        bb = load_tiny(cfg)
-    elif kind in ("stable_diffusion", "sd", "sd15", "sd2"):
-        from .stable_diffusion import StableDiffusionBackbone
-        bb = StableDiffusionBackbone.from_pretrained(cfg)
-    elif kind == "sdxl":
-        from .sdxl import SDXLBackbone
-        bb = SDXLBackbone.from_pretrained(cfg)
-    elif kind == "sd3":
-        from .sd3 import SD3Backbone
-        bb = SD3Backbone.from_pretrained(cfg)
-    elif kind == "motion":  # video: an image backbone + motion modules (sara.backbones.motion)
-        from .motion import load_motion
-        bb = load_motion(cfg)
-    else:
-        raise ValueError(f"unknown backbone kind {kind!r} (tiny | stable_diffusion | sdxl | sd3 | motion)")
-    if device is not None or dtype is not None:
-        bb.to(device, dtype)
-    return bb

@@ -206,7 +206,7 @@ class MotionBackbone(Backbone):
 
 def load_motion(cfg) -> MotionBackbone:
     """``kind: motion``: the image backbone ``cfg.image`` + the adapter ``cfg.motion_adapter``."""
-    from .base import load_backbone
+    from .factory import load_backbone
 
     cfg = to_plain_dict(cfg)
     image_cfg = cfg.get("image")

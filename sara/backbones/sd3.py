@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Backbone, parse_dtype
+from sara.precision import parse_dtype
+
+from .base import Backbone
 from .loading import load_component, resolve_source
 from .stable_diffusion import _ConfigOnly, tokenize
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import Backbone, parse_dtype
+from sara.precision import parse_dtype
+
+from .base import Backbone
 from .loading import load_component, resolve_source
 from .stable_diffusion import _ConfigOnly, tokenize
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import Backbone, module_dtype, parse_dtype
+from sara.precision import parse_dtype
+
+from .base import Backbone, module_dtype
 from .loading import load_component, resolve_source
 
 

@@ -18,8 +18,10 @@ from typing import Iterable, Union
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from sara.io import atomic_save_safetensors
 
 from .identity import base_params as _base_params
 from .identity import model_fingerprint, sample_positions, sample_tolerance
@@ -85,13 +87,12 @@ def sparse_state_dict(source, metadata: dict | None = None
 def save_sparse(path, source, metadata: dict | None = None) -> Path:
     """Write the trained entries of ``source`` (SparseParameters, SaRA or wrapped model) to
     ``path`` (atomically)."""
-    tensors, meta = sparse_state_dict(source, metadata)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return write_sparse(path, *sparse_state_dict(source, metadata))
+
+
+def write_sparse(path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
+    """Write a ``(tensors, metadata)`` pair of this format to ``path`` (atomically)."""
+    return atomic_save_safetensors(tensors, path, metadata=metadata)
 
 
 def read_sparse(source: Source, metadata: dict | None = None

@@ -15,38 +15,18 @@ if TYPE_CHECKING:
 
 def per_layer_counts(obj: "SparseParameters | Selection") -> dict[str, int]:
     """Selected (active) entries per tensor, in model order."""
-    if isinstance(obj, Selection):
-        return obj.per_layer_counts()
-    return {n: obj.count(n) for n in obj.names}
+    return obj.per_layer_counts()
 
 
 def delta(sparse: "SparseParameters", dense: bool = True) -> dict[str, Tensor]:
     """Learned change ``W_t - W0`` per tensor (every entry ever trained, retired ones included):
     dense tensors of the parameter's shape, or sparse COO tensors with ``dense=False``."""
-    if sparse.initial is None:
-        raise ValueError("delta needs the initial values (wrap with keep_initial=True)")
-    out = {}
-    for n, (idx, vals, init) in sparse.trained_entries().items():
-        d = (vals - init).float()
-        shape = sparse.shapes[n]
-        if dense:
-            t = torch.zeros(shape, dtype=torch.float32, device=d.device)
-            t.view(-1)[idx] = d
-            out[n] = t
-        else:
-            coords = torch.stack(torch.unravel_index(idx, shape))
-            out[n] = torch.sparse_coo_tensor(coords, d, shape, is_coalesced=True,
-                                             check_invariants=True)
-    return out
+    return sparse.delta(dense=dense)
 
 
 def share_below(sparse: "SparseParameters", theta: float) -> float:
     """Share of the initial selection (every entry ever trained) whose current |value| < θ."""
-    below = total = 0
-    for _, (idx, vals, _) in sparse.trained_entries().items():
-        below += int((vals.detach().abs().float() < theta).sum())
-        total += int(idx.numel())
-    return below / total if total else float("nan")
+    return sparse.share_below(theta)
 
 
 class MigrationTracker:

@@ -9,8 +9,8 @@ model, and at ``progressive_iter`` shrinks the selection to the entries still be
 at the selected entries until the first update (and again right after re-selection), with the
 gradient taken through ``abs``; (b) the rank loss is computed and logged but never changes the
 values; (c) the re-selection step performs no update and resets the Adam moments and step
-count; (d) whole-tensor boolean masks are kept in memory; the rank-loss candidates are 2-D
-weights only. Not reproduced: the authors' re-selection also restarts the optimizer's param
+count; (d) whole-tensor boolean masks are kept in memory. In both modes the rank-loss
+candidates are 2-D weights (conv weights as matrices only with ``rank_conv=True``, ours). Not reproduced: the authors' re-selection also restarts the optimizer's param
 groups at the initial lr (only visible with a recursive scheduler) and keeps a dense ``.grad``
 from the rank loss (a memory effect only).
 """
@@ -22,7 +22,9 @@ import warnings
 import torch
 from torch import nn
 
+from .initial import resolve_storage
 from .rank_loss import RankLoss
+from .sampled_grad import crossover_for
 from .selection import ParamSpec, Selection, select
 from .sparse import SparseParameters, wrap
 
@@ -73,7 +75,15 @@ class SaRA(torch.optim.AdamW):
             rules (``"threshold"``, ``"smallest"``); it is skipped for the others.
         rank_targets: ``"random"`` (one eligible matrix per step, as the authors) or ``"all"``.
         rank_min_side: eligibility ``min(matrix shape) > rank_min_side``.
+        rank_conv: also constrain conv weights viewed as ``[out, in·kh·kw]`` matrices (off: the
+            specification and the authors' code constrain 2-D weights only).
         compat: ``"ours"`` or ``"official"`` (see the module docstring).
+        sampled_wgrad: linear/conv layers whose trained share of the weight is below this
+            density compute their weight gradient at the trained entries only ("auto": linear
+            and 1x1-conv layers below the device's measured crossover; None: never). Same
+            gradients either way.
+        initial_storage: where ``W0`` at the trained entries is kept during training ("auto":
+            host memory on an accelerator, a temporary file on CPU; "device"; "host"; "disk").
     """
 
     def __init__(self, model: nn.Module, threshold: float | None = 2e-3,
@@ -82,7 +92,9 @@ class SaRA(torch.optim.AdamW):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  params: ParamSpec = None, rule: str = "threshold", k: int | None = None,
                  rank_targets: str = "random", rank_min_side: int = 64, compat: str = "ours",
-                 seed: int = 0, selection: Selection | None = None, fused: bool | None = None):
+                 seed: int = 0, selection: Selection | None = None, fused: bool | None = None,
+                 rank_conv: bool = False, sampled_wgrad: float | str | None = "auto",
+                 initial_storage: str = "auto"):
         if compat not in COMPAT:
             raise ValueError(f"compat must be one of {COMPAT}, got {compat!r}")
         if progressive_iter is not None and (isinstance(progressive_iter, bool)
@@ -91,7 +103,10 @@ class SaRA(torch.optim.AdamW):
                              f"{progressive_iter!r}")
         official = compat == "official"
         # Validate the rank-loss options before the model is touched.
-        rank = RankLoss(lambda_rank, rank_targets, rank_min_side, seed, only_2d=official)
+        if official and rank_conv:
+            raise ValueError("compat='official' constrains 2-D weights only; rank_conv=True "
+                             "needs compat='ours'")
+        rank = RankLoss(lambda_rank, rank_targets, rank_min_side, seed, conv=rank_conv)
         if selection is None:
             if rule == "threshold" and k is not None:
                 raise ValueError("k is a budget for rule='smallest'/'largest'/'random'; "
@@ -101,7 +116,10 @@ class SaRA(torch.optim.AdamW):
         theta = selection.threshold
         if lr is None:
             lr = lr_from_threshold(theta if theta is not None else threshold)
-        sparse = wrap(model, selection, abs_init=official, dense_masks=official)
+        crossover_for(next(iter(model.parameters())).device, sampled_wgrad)  # validate first
+        resolve_storage(initial_storage, next(iter(model.parameters())).device)
+        sparse = wrap(model, selection, abs_init=official, dense_masks=official,
+                      sampled_wgrad=sampled_wgrad, initial_storage=initial_storage)
         sparse.meta["compat"] = compat
         if fused is None:
             # One fused kernel over the flat leaf wherever torch has one (CUDA, and CPU since
@@ -128,6 +146,7 @@ class SaRA(torch.optim.AdamW):
         self.reselected = False
         self.initial_count = sparse.count()
         self._last_rank = None
+        self._grad_reduced = False
 
     # ---------------------------------------------------------------- properties
 
@@ -172,7 +191,9 @@ class SaRA(torch.optim.AdamW):
             self._reselect()
             self.iteration += 1
             return loss
-        self._all_reduce_grad()
+        if not self._grad_reduced:
+            self.all_reduce_grad()
+        self._grad_reduced = False
         self._last_rank = self.rank.step(sp, inert=official)
         updated = sp.values.grad is not None
         super().step()
@@ -185,13 +206,22 @@ class SaRA(torch.optim.AdamW):
             self._reselect()
         return loss
 
-    def _all_reduce_grad(self) -> None:
-        # values is not a module parameter, so DDP does not average its gradient: do it here.
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._grad_reduced = False
+        super().zero_grad(set_to_none=set_to_none)
+
+    def all_reduce_grad(self) -> None:
+        """Average ``values.grad`` across processes (the only gradient synchronised: DDP is told
+        to ignore the touched tensors). :meth:`step` does it unless it was called since the last
+        step, e.g. by a trainer that clips the averaged gradient first."""
+        self._grad_reduced = True
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
         world = torch.distributed.get_world_size()
         g = self.sparse.values.grad
-        if world > 1 and g is not None:
+        if world > 1:
+            if g is None:  # a rank without a gradient still takes part in the collective
+                g = self.sparse.values.grad = torch.zeros_like(self.sparse.values)
             torch.distributed.all_reduce(g)
             g.div_(world)
 
@@ -269,7 +299,8 @@ class SaRA(torch.optim.AdamW):
             raise ValueError("optimizer state belongs to another base model: fingerprint "
                              f"{saved['fingerprint'][:16]} != {fp[:16]}")
         old.detach_from_model(restore_requires_grad=True)
-        self.sparse = SparseParameters.from_state(model, saved)
+        self.sparse = SparseParameters.from_state(model, saved, sampled_wgrad=old.sampled_wgrad,
+                                                  initial_storage=old.initial_storage)
         self.param_groups[0]["params"] = [self.sparse.values]
         self.state.clear()
         self.iteration = int(sara["iteration"])

@@ -7,7 +7,10 @@ it stays an ordinary module (``state_dict``, ``.to()``, ``eval()``, ``no_grad`` 
 Gradient path: tensors with selected entries keep ``requires_grad=True``; a post-accumulate-grad
 hook on each moves ``W.grad[idx]`` into ``values.grad`` and drops ``W.grad`` right away, so one
 dense gradient exists only transiently (one tensor at a time) and none persists. Every other
-tensor is frozen and never gets a ``.grad``.
+tensor is frozen and never gets a ``.grad`` (except a normalisation layer's frozen weight or bias
+whose partner trains: its gradient is dropped at once, :mod:`sara.core.norms`). Layers below the
+``sampled_wgrad`` density skip the dense gradient altogether (:mod:`sara.core.sampled_grad`).
+DDP is told to ignore every touched tensor; the optimizer averages ``values.grad`` itself.
 
 Value path: ``sync()`` writes ``values`` into the weights in place (O(k)); the SaRA optimizer
 calls it after each step, and a forward pre-hook on the root model calls it whenever ``values``
@@ -21,6 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from .identity import model_fingerprint
+from .initial import InitialStore, resolve_storage
+from .norms import affine_partners, drop_grad
+from .sampled_grad import SampledLayer, crossover_for, supports
 from .selection import Selection, index_dtype
 
 _ATTR = "_sara_sparse"
@@ -66,7 +72,8 @@ class SparseParameters:
     def __init__(self, model: nn.Module, indices: dict[str, Tensor], *, keep_initial: bool = True,
                  abs_init: bool = False, dense_masks: bool = False, values: Tensor | None = None,
                  initial: Tensor | None = None, retired: dict | None = None,
-                 fingerprint: tuple[str, list, Tensor] | None = None, meta: dict | None = None):
+                 fingerprint: tuple[str, list, Tensor] | None = None, meta: dict | None = None,
+                 sampled_wgrad: float | str | None = "auto", initial_storage: str = "auto"):
         if getattr(model, _ATTR, None) is not None:
             raise ValueError("model is already wrapped by sara; call sara.merge(model) first")
         params = dict(model.named_parameters())
@@ -97,6 +104,8 @@ class SparseParameters:
         self.retired: dict[str, dict[str, Tensor]] = {}
         self._index_cache: dict[tuple[str, torch.device], Tensor] = {}
         self._handles: list = []
+        self._sampled: dict[str, SampledLayer] = {}
+        self.sampled_wgrad = sampled_wgrad
         self._set_slices()
 
         # Identity first, before anything is written into the model.
@@ -108,9 +117,10 @@ class SparseParameters:
             parts = [read_entries(params[n], self.indices[n]) for n in order]
             values = torch.cat(parts).to(dtype) if parts else torch.zeros(0, dtype=dtype)
         self.values = nn.Parameter(values.detach().to(device=device, dtype=dtype).clone())
+        self.initial_storage = resolve_storage(initial_storage, device)
         if initial is None and keep_initial:
-            initial = self.values.detach().clone()
-        self.initial = initial.detach().to(device).clone() if initial is not None else None
+            initial = self.values.detach()
+        self.initial = initial
         if retired:
             self.retired = {n: {k: v.to(device) for k, v in r.items()} for n, r in retired.items()}
             for n, r in self.retired.items():
@@ -122,6 +132,24 @@ class SparseParameters:
         self._synced_version = None
         self.sync()
         self._attach(model)
+
+    # ---------------------------------------------------------------- W0
+
+    @property
+    def initial(self) -> Tensor | None:
+        """``W0`` at the active entries (flat, on the values' device), or None. Kept where
+        ``initial_storage`` says (:mod:`sara.core.initial`): read it once per use."""
+        return None if self._initial is None else self._initial.get()
+
+    @initial.setter
+    def initial(self, t: Tensor | None) -> None:
+        self._initial = (None if t is None else
+                         InitialStore(t, self.initial_storage, self.values.device))
+
+    @property
+    def initial_device_bytes(self) -> int:
+        """Bytes ``W0`` takes in the training device's memory."""
+        return 0 if self._initial is None else self._initial.device_bytes
 
     # ---------------------------------------------------------------- life cycle
 
@@ -142,10 +170,71 @@ class SparseParameters:
             if self.count(n) > 0:
                 self._param_handles[n] = self._params[n].register_post_accumulate_grad_hook(
                     functools.partial(self._accumulate, n))
+        self._partner_handles: dict[str, object] = {}
+        self._pair_norm_affines(model)
+        self._install_sampled(model)
+        self._hide_from_ddp(model)
         self._handles = [model.register_forward_pre_hook(self._pre_forward),
                          model.register_state_dict_pre_hook(self._pre_state_dict),
                          model.register_load_state_dict_post_hook(self._post_load)]
         object.__setattr__(model, _ATTR, self)
+
+    def _pair_norm_affines(self, model: nn.Module) -> None:
+        """A trained weight or bias of a normalisation layer makes its frozen partner require
+        grad, its gradient dropped at once (see :mod:`sara.core.norms`); re-run after the set of
+        trained tensors changes."""
+        params = dict(model.named_parameters())
+        for n, h in self._partner_handles.items():
+            h.remove()
+            params[n].requires_grad_(False)
+            params[n].grad = None
+        trained = {n for n in self.names if self.count(n) > 0}
+        partners = affine_partners(model, trained)
+        for p in partners.values():
+            p.requires_grad_(True)
+        self._partner_handles = {n: p.register_post_accumulate_grad_hook(drop_grad)
+                                 for n, p in partners.items()}
+
+    def _hide_from_ddp(self, model: nn.Module) -> None:
+        """Tell ``DistributedDataParallel`` to leave the tensors this object trains alone (its
+        ignore list, read when DDP wraps the model): DDP would keep a dense gradient bucket the
+        size of every touched tensor and all-reduce it, although only ``values.grad`` is used,
+        and the optimizer all-reduces that once (:meth:`SaRA.step`). A model with nothing else
+        to train needs no DDP wrapper at all."""
+        mine = set(self._params) | set(self._partner_handles)
+        other = set(getattr(model, "_ddp_params_and_buffers_to_ignore", ())) - getattr(
+            self, "_ddp_ignored", set())
+        self._ddp_ignored = mine
+        model._ddp_params_and_buffers_to_ignore = sorted(other | mine)
+
+    def _install_sampled(self, model: nn.Module) -> None:
+        """Route every linear/conv layer whose trained share of the weight is below the
+        crossover density through :class:`~sara.core.sampled_grad.SampledWeightGrad` (weight
+        gradient at the trained entries only); re-run after the selection changes."""
+        self._uninstall_sampled()
+        limit = crossover_for(self.values.device, self.sampled_wgrad)
+        if limit <= 0:
+            return
+        for prefix, mod in model.named_modules():
+            name = f"{prefix}.weight" if prefix else "weight"
+            if (name not in self._params or self.count(name) == 0
+                    or not supports(mod, auto=self.sampled_wgrad == "auto")):
+                continue
+            if self.count(name) / mod.weight.numel() >= limit:
+                continue
+            layer = SampledLayer(mod, self.indices[name], functools.partial(self._add_grad, name))
+            mod.forward = layer.forward  # instance attribute: nn.Module.__call__ uses it
+            self._sampled[name] = layer
+
+    def _uninstall_sampled(self) -> None:
+        for layer in self._sampled.values():
+            layer.module.__dict__.pop("forward", None)
+        self._sampled = {}
+
+    @property
+    def sampled_layers(self) -> list[str]:
+        """Weights whose gradient is computed at the trained entries only."""
+        return list(self._sampled)
 
     @property
     def attached(self) -> bool:
@@ -158,9 +247,16 @@ class SparseParameters:
         if model is None:
             raise ValueError("these sparse parameters are not attached to a model any more")
         self.sync()
-        for h in list(self._param_handles.values()) + self._handles:
+        self._uninstall_sampled()
+        for h in (list(self._param_handles.values()) + list(self._partner_handles.values())
+                  + self._handles):
             h.remove()
-        self._param_handles, self._handles = {}, []
+        self._param_handles, self._partner_handles, self._handles = {}, {}, []
+        left = set(getattr(model, "_ddp_params_and_buffers_to_ignore", ())) - self._ddp_ignored
+        if left:
+            model._ddp_params_and_buffers_to_ignore = sorted(left)
+        else:
+            model.__dict__.pop("_ddp_params_and_buffers_to_ignore", None)
         for n, p in model.named_parameters():
             p.grad = None
             p.requires_grad_(self._orig_requires_grad.get(n, False) if restore_requires_grad
@@ -173,10 +269,11 @@ class SparseParameters:
     @torch.no_grad()
     def restore_base(self) -> None:
         """Write ``W0`` back into every trained entry (active and retired)."""
-        if self.initial is None:
+        init = self.initial
+        if init is None:
             raise ValueError("restore_base needs keep_initial=True")
         for n in self.names:
-            write_entries(self._params[n], self.indices[n], self.initial[self._slices[n]])
+            write_entries(self._params[n], self.indices[n], init[self._slices[n]])
         for n, r in self.retired.items():
             write_entries(self._params[n], r["indices"], r["initial"])
         self._synced_version = None
@@ -204,8 +301,11 @@ class SparseParameters:
         if g is None:
             return
         w.grad = None  # the dense gradient never outlives this hook
-        part = read_entries(g, self._index(name, g.device)).to(self.values.device,
-                                                              self.values.dtype)
+        self._add_grad(name, read_entries(g, self._index(name, g.device)))
+
+    def _add_grad(self, name: str, part: Tensor) -> None:
+        """``values.grad[slice(name)] += part`` (the gradient at ``name``'s trained entries)."""
+        part = part.to(self.values.device, self.values.dtype)
         s = self._slices[name]
         if self.abs_pending:  # weights hold |values|: chain rule through abs
             part = part * torch.sgn(self.values.detach()[s])
@@ -292,6 +392,9 @@ class SparseParameters:
                 self._param_handles.pop(n).remove()
                 self._params[n].requires_grad_(False)
                 self._params[n].grad = None
+        self._pair_norm_affines(self._model)
+        self._install_sampled(self._model)
+        self._hide_from_ddp(self._model)
         self.abs_pending = bool(abs_init)
         self._synced_version = None
         self.sync()
@@ -343,10 +446,11 @@ class SparseParameters:
         v = self.values.detach()
         if effective and self.abs_pending:
             v = v.abs()
+        init_all = self.initial
         for n in self.names if name is None else [name]:
             s = self._slices[n]
             idx, vals = self.indices[n].long(), v[s]
-            init = self.initial[s] if self.initial is not None else None
+            init = init_all[s] if init_all is not None else None
             r = self.retired.get(n)
             if r is not None:
                 cat_idx = torch.cat([idx, r["indices"].long()])
@@ -361,16 +465,35 @@ class SparseParameters:
         return out
 
     def per_layer_counts(self) -> dict[str, int]:
-        from .diagnostics import per_layer_counts
-        return per_layer_counts(self)
+        """Selected (active) entries per tensor, in model order."""
+        return {n: self.count(n) for n in self.names}
 
     def delta(self, dense: bool = True) -> dict[str, Tensor]:
-        from .diagnostics import delta
-        return delta(self, dense=dense)
+        """Learned change ``W_t - W0`` per tensor (every entry ever trained, retired ones included):
+        dense tensors of the parameter's shape, or sparse COO tensors with ``dense=False``."""
+        if self.initial is None:
+            raise ValueError("delta needs the initial values (wrap with keep_initial=True)")
+        out = {}
+        for n, (idx, vals, init) in self.trained_entries().items():
+            d = (vals - init).float()
+            shape = self.shapes[n]
+            if dense:
+                t = torch.zeros(shape, dtype=torch.float32, device=d.device)
+                t.view(-1)[idx] = d
+                out[n] = t
+            else:
+                coords = torch.stack(torch.unravel_index(idx, shape))
+                out[n] = torch.sparse_coo_tensor(coords, d, shape, is_coalesced=True,
+                                                 check_invariants=True)
+        return out
 
     def share_below(self, theta: float) -> float:
-        from .diagnostics import share_below
-        return share_below(self, theta)
+        """Share of the initial selection (every entry ever trained) whose current |value| < θ."""
+        below = total = 0
+        for _, (idx, vals, _) in self.trained_entries().items():
+            below += int((vals.detach().abs().float() < theta).sum())
+            total += int(idx.numel())
+        return below / total if total else float("nan")
 
     # ---------------------------------------------------------------- persistence
 
@@ -392,7 +515,9 @@ class SparseParameters:
         }
 
     @classmethod
-    def from_state(cls, model: nn.Module, state: dict) -> "SparseParameters":
+    def from_state(cls, model: nn.Module, state: dict,
+                   sampled_wgrad: float | str | None = "auto",
+                   initial_storage: str = "auto") -> "SparseParameters":
         params = dict(model.named_parameters())
         for n, shape in state["shapes"].items():
             if n not in params:
@@ -405,7 +530,8 @@ class SparseParameters:
         sp = cls(model, dict(state["indices"]), values=state["values"], initial=state["initial"],
                  retired=state["retired"], fingerprint=fp, meta=state.get("meta"),
                  keep_initial=state["initial"] is not None,
-                 dense_masks=state.get("dense_masks", False), abs_init=state["abs_pending"])
+                 dense_masks=state.get("dense_masks", False), abs_init=state["abs_pending"],
+                 sampled_wgrad=sampled_wgrad, initial_storage=initial_storage)
         return sp
 
     def __repr__(self) -> str:
@@ -415,19 +541,26 @@ class SparseParameters:
 
 
 def wrap(model: nn.Module, selection: Selection, keep_initial: bool = True, *,
-         abs_init: bool = False, dense_masks: bool = False) -> SparseParameters:
+         abs_init: bool = False, dense_masks: bool = False,
+         sampled_wgrad: float | str | None = "auto",
+         initial_storage: str = "auto") -> SparseParameters:
     """Make ``model`` train only the selected entries; returns their :class:`SparseParameters`.
 
     ``abs_init`` and ``dense_masks`` reproduce the authors' optimizer (``compat="official"``):
     the weights hold ``|values|`` until the next sync after an update, and whole-tensor boolean
-    masks are kept in memory.
+    masks are kept in memory. ``sampled_wgrad``: linear/conv layers whose trained share is below
+    this density get their weight gradient at the trained entries only ("auto": the device's
+    measured crossover, :data:`~sara.core.sampled_grad.CROSSOVER_DENSITY`; None: never).
+    ``initial_storage``: where ``W0`` at the trained entries is kept ("auto": host memory on an
+    accelerator, a temporary file on CPU; "device", "host", "disk"; :mod:`sara.core.initial`).
     """
     if selection.count() == 0:
         raise ValueError("the selection is empty: nothing to train")
     meta = {"rule": selection.rule, "threshold": selection.threshold, "k": selection.k,
             "seed": selection.seed}
     return SparseParameters(model, selection.indices, keep_initial=keep_initial,
-                            abs_init=abs_init, dense_masks=dense_masks, meta=meta)
+                            abs_init=abs_init, dense_masks=dense_masks, meta=meta,
+                            sampled_wgrad=sampled_wgrad, initial_storage=initial_storage)
 
 
 def get_sparse(model: nn.Module) -> SparseParameters | None:

@@ -8,18 +8,14 @@ import os
 import sys
 from pathlib import Path
 
+from sara.io import atomic_write_text
+
 from .prompts import eval_prompts
 from .styles import STYLE_NAMES, STYLE_SIZES, ensure_style_datasets, write_style_datasets
 
 
 def write_eval_prompts(out: str | os.PathLike, seed: int = 0) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "eval_prompts.txt"
-    tmp = out / f".eval_prompts.txt.tmp-{os.getpid()}"
-    tmp.write_text("\n".join(eval_prompts(seed)) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(out) / "eval_prompts.txt", "\n".join(eval_prompts(seed)) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

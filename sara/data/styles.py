@@ -34,8 +34,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -43,6 +41,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from sara.io import atomic_dir
 
 from .procedural import (
     Scene,
@@ -361,9 +361,7 @@ def png_bytes(img: np.ndarray) -> bytes:
 def _write_one(out: Path, name: str, seed: int, limit: int | None, progress: Callable[[int], None] | None) -> Path:
     n = STYLE_SIZES[name] if limit is None else min(int(limit), STYLE_SIZES[name])
     final = out / name
-    tmp = out / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(final) as tmp:
         lines = []
         for i in range(n):
             text, img = style_item(name, i, seed)
@@ -376,16 +374,6 @@ def _write_one(out: Path, name: str, seed: int, limit: int | None, progress: Cal
         marker = {"name": name, "seed": int(seed), "count": n, "complete": n == STYLE_SIZES[name],
                   "version": DATA_VERSION, "resolution": STYLE_RESOLUTION}
         (tmp / MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n", encoding="utf-8")
-        old = None
-        if final.exists():
-            old = out / f".{name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -15,7 +15,15 @@ lt_sft         ``sara.methods.lt_sft.LTSFT``               k (``lt_sft_dense``: 
 diffpruning    ``sara.methods.diffpruning.DiffPruning``    k
 fishmask       ``sara.methods.fishmask.FishMask``          k
 full           ``sara.methods.full.FullFineTune``          none
+shira          ``sara.methods.shira.SHiRA`` (peft)         rank (integer, nearest; nn.Linear only)
+super_tuning   ``sara.methods.super_tuning.SuperTuning``   sparsity (peft; nn.Linear only)
 =============  ==========================================  =========================================
+
+Each method writes what it trained into the run directory (``method.save_weights``, the one
+registration point for files; :mod:`sara.weights` lists the formats).
+
+``textual_inversion`` (``sara.methods.textual_inversion.TextualInversion``, customisation runs only)
+trains one new token's text-encoder embedding row and no denoiser weight; it has no knob.
 
 Budget solving and ``python -m sara.budget``: :mod:`sara.budget`. Imports here stay lazy (diffusers
 and peft load only with the method that needs them).

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -100,3 +101,14 @@ def nearest_int_knob(target: int, const: int, per_unit: int, lo: int = 1) -> int
 def reject_nonfinite(loss: torch.Tensor, method: str, step: int) -> None:
     if not torch.isfinite(loss):
         raise FloatingPointError(f"{method}: non-finite loss {loss.item()} at calibration step {step}")
+
+
+def replace_dir(tmp: Path, final: Path) -> Path:
+    """Move a finished temporary folder to ``final`` (replacing an older one)."""
+    import os
+    import shutil
+
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final

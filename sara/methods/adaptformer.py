@@ -51,6 +51,7 @@ def _ff_dims(ff: nn.Module) -> tuple[int, int]:
 class AdaptFormer(AddedParamsMethod):
     name = "adaptformer"
     knob = "bottleneck"
+    weights_name = "adaptformer.safetensors"
 
     def __init__(self, bottleneck: int = 64, scale: float = 0.1, dropout: float = 0.0,
                  ff_names: tuple[str, ...] | list[str] = ("ff",), include_context_ff: bool = False,
@@ -106,10 +107,7 @@ class AdaptFormer(AddedParamsMethod):
 
     def apply(self, denoiser: nn.Module, budget: int | None = None,
               ctx: PrepareContext | None = None) -> nn.Module:
-        if budget is not None:
-            self.target_params = int(budget)
-            self.bottleneck, _ = self.solve_budget(denoiser, int(budget))
-        self.knob_value = self.bottleneck
+        self.take_budget(denoiser, budget, "bottleneck")
         freeze(denoiser)
         if ctx is not None:
             torch.manual_seed(ctx.seed)

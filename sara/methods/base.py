@@ -7,7 +7,13 @@ class), then driven by the trainer in this order::
     denoiser = method.apply(denoiser, budget=..., ctx=ctx)  # adds/marks trainable parameters
     optimizer = method.make_optimizer(lr=..., weight_decay=..., betas=...)
     ... loss.backward(); optimizer.step(); scheduler.step(); optimizer.zero_grad() ...
-    method.save_trained(path); method.merged(denoiser) -> plain module for sampling
+    method.save_weights(run_dir)   # the trained weights in the ecosystem's format (one call)
+    method.merged(denoiser) -> plain module for sampling
+
+``save_weights`` / ``load_weights`` are the one registration point for a method's files: the base
+class writes :meth:`trained_state_dict` to ``<run_dir>/<weights_name>`` (safetensors); sparse
+methods write ``delta.safetensors`` (``sara.load_sparse`` format), LoRA/DoRA a peft adapter folder,
+full fine-tuning a diffusers model folder. Reading them never runs code from a file.
 
 ``ctx`` (:class:`PrepareContext`) lets a method that needs a calibration phase before its
 fixed-parameter training (LT-SFT's full fine-tuning phase, FishMask's Fisher estimate,
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -95,6 +102,14 @@ class Method(abc.ABC):
         which reports every parameter of the denoiser."""
         return None, sum(p.numel() for p in denoiser.parameters())
 
+    def take_budget(self, denoiser: nn.Module, budget: int | None, attr: str) -> Any:
+        """Set the knob attribute ``attr`` from ``budget`` (when given) and record it."""
+        if budget is not None:
+            self.target_params = int(budget)
+            setattr(self, attr, self.solve_budget(denoiser, int(budget))[0])
+        self.knob_value = getattr(self, attr)
+        return self.knob_value
+
     # --- convenience (compatible additions) ---------------------------------------------------------
     def trainable_parameters(self) -> list[torch.Tensor]:
         """The leaf tensors the optimizer updates now (for gradient clipping). Read it again after
@@ -107,16 +122,32 @@ class Method(abc.ABC):
     def save_trained(self, path, metadata: dict | None = None) -> None:
         """Write :meth:`trained_state_dict` to a safetensors file (atomic: tmp + rename)."""
         import json
-        import os
-        from safetensors.torch import save_file
+
+        from sara.io import atomic_save_safetensors
 
         state = {k: v.detach().contiguous().cpu() for k, v in self.trained_state_dict().items()}
         meta = {"method": self.name, "knob": str(self.knob), "record": json.dumps(self.record(), default=str)}
         meta.update({k: str(v) for k, v in (metadata or {}).items()})
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
+        atomic_save_safetensors(state, path, metadata=meta)
+
+    #: file or folder, inside the run directory, that :meth:`save_weights` writes
+    weights_name: str = "trained.safetensors"
+
+    def save_weights(self, run_dir) -> Path:
+        """Write what the method trained into ``run_dir`` in its ecosystem format; return the path."""
+        path = Path(run_dir) / self.weights_name
+        self.save_trained(path)
+        return path
+
+    def load_weights(self, denoiser: nn.Module, run_dir, budget: int | None = None) -> nn.Module:
+        """Prepare a fresh ``denoiser`` with the weights :meth:`save_weights` wrote in ``run_dir``
+        (for sampling, export or another run's delta); returns the module to call or merge."""
+        from safetensors.torch import load_file
+
+        path = Path(run_dir) / self.weights_name
+        if not path.exists():
+            raise FileNotFoundError(f"{self.name}: no trained weights at {path}")
+        return self.restore(denoiser, load_file(str(path)), budget=budget)
 
     def load_trained(self, path) -> None:
         """Inverse of :meth:`save_trained` on a module prepared by :meth:`apply`."""

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from sara.methods._util import replace_dir
 from sara.methods.base import Method, PrepareContext, scope_names
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,7 @@ class FullFineTune(Method):
 
     name = "full"
     knob = ""
+    weights_name = "denoiser"  # a diffusers model folder (``<Class>.from_pretrained`` reads it)
 
     def __init__(self, lr: float | None = 1e-4, name: str | None = None, params=None) -> None:
         super().__init__()
@@ -66,6 +69,34 @@ class FullFineTune(Method):
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         self._check_applied()
         return {k: p.detach() for k, p in self.params.items()}
+
+    def save_weights(self, run_dir) -> Path:
+        """The fine-tuned denoiser as a diffusers model folder (safetensors), or a plain
+        ``denoiser/model.safetensors`` for a module without ``save_pretrained``."""
+        from safetensors.torch import save_file
+
+        self._check_applied()
+        final = Path(run_dir) / self.weights_name
+        tmp = final.with_name(f".{final.name}.tmp")
+        if hasattr(self.module, "save_pretrained"):
+            self.module.save_pretrained(tmp, safe_serialization=True)
+        else:
+            tmp.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous().cpu() for k, v in self.trained_state_dict().items()},
+                      str(tmp / "model.safetensors"))
+        return replace_dir(tmp, final)
+
+    def load_weights(self, denoiser: nn.Module, run_dir, budget: int | None = None) -> nn.Module:
+        from safetensors.torch import load_file
+
+        folder = Path(run_dir) / self.weights_name
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{self.name}: no trained weights (*.safetensors) in {folder}")
+        state = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        return self.restore(denoiser, state, budget=budget)
 
     @torch.no_grad()
     def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:

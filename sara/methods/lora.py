@@ -8,11 +8,13 @@ with peft's own merge and removes every peft layer (a plain module is returned).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from ._peft import load_peft_adapter, merge_and_unload, save_peft_adapter
 from ._util import freeze, nearest_int_knob
 from .base import AddedParamsMethod, PrepareContext, scope_names
 
@@ -113,10 +115,7 @@ class LoRA(AddedParamsMethod):
               ctx: PrepareContext | None = None) -> nn.Module:
         from peft import inject_adapter_in_model
 
-        if budget is not None:
-            self.target_params = int(budget)
-            self.rank, _ = self.solve_budget(denoiser, int(budget))
-        self.knob_value = self.rank
+        self.take_budget(denoiser, budget, "rank")
         freeze(denoiser)
         if ctx is not None:
             torch.manual_seed(ctx.seed)  # lora_A's kaiming init
@@ -142,19 +141,29 @@ class LoRA(AddedParamsMethod):
         self.load_trained_state_dict(state)
         return module
 
+    # --- files: a peft adapter folder ---------------------------------------------------------
+    weights_name = "adapter"  # adapter_config.json + adapter_model.safetensors
+
+    def peft_config(self):
+        """The peft config of the applied adapter (``save_weights`` writes it)."""
+        return self.lora_config(self.module)
+
+    def save_weights(self, run_dir) -> Path:
+        """A peft adapter folder (``PeftModel.from_pretrained(denoiser, path)`` reads it)."""
+        return save_peft_adapter(self.module, self.peft_config(), Path(run_dir) / self.weights_name)
+
+    def load_weights(self, denoiser: nn.Module, run_dir, budget: int | None = None) -> nn.Module:
+        from peft import PeftConfig
+
+        folder = Path(run_dir) / self.weights_name
+        cfg = PeftConfig.from_pretrained(str(folder))
+        self.rank = int(cfg.r)
+        module = self.apply(denoiser, budget=None)
+        self.target_params = budget
+        load_peft_adapter(module, folder, prefixes=("lora_",))
+        return module
+
     def merged(self, module: nn.Module) -> nn.Module:
         """Fold the adapters into the base weights (peft ``merge``) and replace each peft layer by
         its base layer. Works in place: ``module`` is consumed (save the adapters first)."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        with torch.no_grad():
-            for name, layer in list(module.named_modules()):
-                if not isinstance(layer, BaseTunerLayer):
-                    continue
-                layer.merge()
-                base = layer.get_base_layer()
-                parent_name, _, attr = name.rpartition(".")
-                parent = module.get_submodule(parent_name) if parent_name else module
-                setattr(parent, attr, base)
-        freeze(module)
-        return module
+        return merge_and_unload(module)

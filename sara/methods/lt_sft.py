@@ -15,13 +15,17 @@ compares (paper: SaRA uses a fixed 9.2 GB less than LT-SFT on SD 2.0).
 """
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from sara.core import select_from_scores
+from sara.core.norms import affine_partners, drop_grad
 from sara.core.selection import index_dtype, resolve_params
 from sara.core.sparse import read_entries, write_entries
 
@@ -148,6 +152,10 @@ class LTSFT(SparseMethod):
             self._dense_w0[n] = read_entries(p, self._dense_idx[n]).clone()
             p.requires_grad_(True)
             self._hooks.append(p.register_hook(lambda g, m=mask: torch.where(m, g, torch.zeros((), dtype=g.dtype, device=g.device))))
+        # a norm layer's frozen weight/bias trains along with its partner's (sara.core.norms)
+        for p in affine_partners(denoiser, set(self._dense)).values():
+            p.requires_grad_(True)
+            self._hooks.append(p.register_post_accumulate_grad_hook(drop_grad))
         self.module = denoiser
         self.optimizer = None
 
@@ -200,6 +208,25 @@ class LTSFT(SparseMethod):
             return super().save_trained(path, metadata)
         return super(SparseMethod, self).save_trained(path, metadata)
 
+    def save_weights(self, run_dir):
+        """``delta.safetensors`` in the ``sara.load_sparse`` format (both modes)."""
+        if self.unstructural:
+            return super().save_weights(run_dir)
+        params = dict(self.module.named_parameters())
+        entries = {n: (idx, read_entries(params[n], idx)) for n, idx in self._dense_idx.items()}
+        return save_sparse_entries(Path(run_dir) / self.weights_name, self.module, entries,
+                                   self._dense_w0, {"method": self.name, "knob": self.knob})
+
+    def load_weights(self, denoiser, run_dir, budget=None):
+        if self.unstructural:
+            return super().load_weights(denoiser, run_dir, budget)
+        from pathlib import Path
+
+        from sara.core.checkpoint import read_sparse
+
+        tensors, _ = read_sparse(Path(run_dir) / self.weights_name)
+        return self.restore(denoiser, tensors, budget)
+
     def load_trained(self, path) -> None:
         if self.unstructural:
             return super().load_trained(path)
@@ -243,3 +270,42 @@ class LTSFT(SparseMethod):
         for p in module.parameters():
             p.grad = None
         return module
+
+
+def save_sparse_entries(path: str | os.PathLike, model: nn.Module,
+                        entries: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                        base_values: Mapping[str, torch.Tensor], metadata: dict | None = None
+                        ) -> Path:
+    """Write ``{name: (flat indices, trained values)}`` of ``model`` as a sara sparse checkpoint
+    (the ``sara.load_sparse`` format), for methods that keep their entries outside sara.core's
+    wrapper. ``base_values[name]`` are the base model's values at those entries (the
+    fingerprint is taken of the base model, not of the trained one)."""
+    from sara.core.checkpoint import FORMAT, _SAMPLE_KEY, write_sparse
+    from sara.core.identity import model_fingerprint
+    from sara.core.selection import index_dtype
+
+    params = dict(model.named_parameters())
+    order = {n: i for i, n in enumerate(params)}
+    overrides = {}
+    for n, (idx, _) in entries.items():
+        idx = idx.long().cpu()
+        srt = torch.argsort(idx)
+        overrides[n] = (idx[srt], base_values[n].detach().reshape(-1).cpu()[srt])
+    fp, base, sample = model_fingerprint(model, overrides)
+    tensors, shapes, count = {}, {}, 0
+    for n in sorted(entries, key=order.__getitem__):
+        idx, vals = entries[n]
+        numel = params[n].numel()
+        tensors[f"indices/{n}"] = idx.to(index_dtype(numel)).cpu().contiguous().clone()
+        tensors[f"values/{n}"] = vals.detach().reshape(-1).cpu().contiguous().clone()
+        shapes[n] = list(params[n].shape)
+        count += int(idx.numel())
+    tensors[_SAMPLE_KEY] = sample.float().contiguous().clone()
+    meta = {"format": FORMAT, "threshold": "null", "rule": "checkpoint", "k": json.dumps(count),
+            "count": str(count), "active_count": str(count), "compat": "ours",
+            "base_fingerprint": fp,
+            "base_params": json.dumps([[n, list(s), d] for n, s, d in base]),
+            "shapes": json.dumps(shapes)}
+    for k, v in (metadata or {}).items():
+        meta.setdefault(str(k), v if isinstance(v, str) else json.dumps(v, default=str))
+    return write_sparse(path, tensors, meta)

@@ -1,6 +1,7 @@
 """SaRA (the paper's method) and its Table 2 ablations, as one class over sara.core's optimizer.
 
-* ``sara``: entries with ``|W0| < θ``, nuclear-norm rank loss (``lambda_rank``), progressive
+* ``sara``: entries with ``|W0| < θ``, nuclear-norm rank loss (``lambda_rank``; 2-D weights,
+  conv weights viewed as matrices too with ``rank_loss_conv: true``), progressive
   re-selection at ``progressive_iter``, unstructural backpropagation; ``lr: null`` -> Eq. 12.
 * ``sara_no_ppa`` (``progressive_iter: null``), ``sara_no_rank`` (``lambda_rank: 0``),
   ``sara_plain`` (neither).
@@ -22,6 +23,8 @@ from typing import Any
 from torch import nn
 
 from sara.core import Selection, lr_from_threshold, select, threshold_for_budget
+from sara.core.initial import STORAGES
+from sara.core.sampled_grad import crossover_for
 from sara.core.selection import resolve_params
 
 from .base import PrepareContext
@@ -39,7 +42,8 @@ class SaRAMethod(SparseMethod):
                  k: int | None = None, progressive_iter: int | float | None = 0.5,
                  lambda_rank: float = 5e-4, lr: float | None = None, compat: str = "ours",
                  rank_targets: str = "random", rank_min_side: int = 64, params: Any = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, rank_loss_conv: bool = False,
+                 sampled_wgrad: float | str | None = "auto", initial_storage: str = "auto") -> None:
         super().__init__(k=k, params=params, lr=lr, name=name)
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
@@ -55,6 +59,17 @@ class SaRAMethod(SparseMethod):
         self.compat = compat
         self.rank_targets = rank_targets
         self.rank_min_side = int(rank_min_side)
+        if not isinstance(rank_loss_conv, bool):
+            raise ValueError(f"rank_loss_conv must be true or false, got {rank_loss_conv!r}")
+        if rank_loss_conv and compat == "official":
+            raise ValueError("rank_loss_conv: true needs compat: ours (the authors' optimizer "
+                             "constrains 2-D weights only)")
+        self.rank_loss_conv = rank_loss_conv
+        crossover_for("cpu", sampled_wgrad)  # validates: "auto", null or a density in [0, 1]
+        if initial_storage not in STORAGES:
+            raise ValueError(f"initial_storage must be one of {STORAGES}, got {initial_storage!r}")
+        self.sampled_wgrad = sampled_wgrad
+        self.initial_storage = initial_storage
         self.knob = "threshold" if (rule == "threshold" and budget_mode == "threshold") else "k"
         self._progressive_resolved: int | None = None
         self._lr_theta: float | None = None
@@ -116,7 +131,8 @@ class SaRAMethod(SparseMethod):
     def _optimizer_kwargs(self) -> dict:
         return {"progressive_iter": self._progressive_resolved, "lambda_rank": self.lambda_rank,
                 "compat": self.compat, "rank_targets": self.rank_targets,
-                "rank_min_side": self.rank_min_side}
+                "rank_min_side": self.rank_min_side, "rank_conv": self.rank_loss_conv,
+                "sampled_wgrad": self.sampled_wgrad, "initial_storage": self.initial_storage}
 
     def _default_lr(self, selection: Selection) -> float:
         if self.lr is not None:

@@ -108,7 +108,9 @@ class SparseMethod(Method):
             # own load_state_dict).
             opt = self.optimizer
             official = opt.compat == "official"
-            sp = wrap(denoiser, selection, dense_masks=official)
+            sp = wrap(denoiser, selection, dense_masks=official,
+                      sampled_wgrad=opt.sparse.sampled_wgrad,
+                      initial_storage=opt.sparse.initial_storage)
             sp.meta["compat"] = opt.compat
             opt.sparse = sp
             opt.param_groups[0]["params"] = [sp.values]
@@ -173,6 +175,22 @@ class SparseMethod(Method):
     def load_trained(self, path) -> None:
         tensors, meta = read_sparse(path)
         self._load(tensors, meta)
+
+    weights_name = "delta.safetensors"  # sara.load_sparse(plain_denoiser, path) reads it
+
+    def load_weights(self, denoiser: nn.Module, run_dir, budget: int | None = None) -> nn.Module:
+        """The run's ``delta.safetensors`` on a fresh ``denoiser``, base identity checked."""
+        from pathlib import Path
+
+        path = Path(run_dir) / self.weights_name
+        if not path.exists():
+            raise FileNotFoundError(f"{self.name}: no trained weights at {path}")
+        tensors, meta = read_sparse(path)
+        self.module = denoiser
+        self.target_params = budget
+        self._load(tensors, meta)
+        self.k = self.knob_value = self.sparse.count() if self.knob == "k" else self.knob_value
+        return denoiser
 
     def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self._load(state, None)

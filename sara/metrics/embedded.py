@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as Fn
 
+from sara.io import atomic_save_safetensors
+
 from .weights import require_zoo_file, zoo_evaluators_dir
 
 __all__ = [
@@ -264,15 +266,10 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 
 def save_safetensors(module_or_sd, path: str | os.PathLike, config: dict | None = None, half: bool = True) -> None:
     """Weights as safetensors (fp16 by default: the zoo stays small), config in the metadata."""
-    from safetensors.torch import save_file
-
     sd = module_or_sd.state_dict() if isinstance(module_or_sd, nn.Module) else module_or_sd
     sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).contiguous().cpu() for k, v in sd.items()}
     meta = {"config": json.dumps(config)} if config is not None else None
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    atomic_save_safetensors(sd, path, metadata=meta)
 
 
 def _load(path: Path, device) -> tuple[dict, dict]:

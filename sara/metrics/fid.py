@@ -16,15 +16,17 @@ written atomically. The Fréchet distance itself is :mod:`sara.metrics.frechet` 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from glob import glob
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+from sara.io import atomic_write_bytes
 
 from .frechet import feature_stats, frechet_distance
 from .weights import resolve_real
@@ -164,16 +166,9 @@ def _files_hash(fdir: str, files: list[str]) -> str:
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def reference_stats(

@@ -1,8 +1,8 @@
-"""Shared helpers of the analysis scripts (``analysis/<id>.py``).
+"""Shared helpers of the analysis modules (``analysis/<id>.py``).
 
 The scripts read ONLY the results table (``python -m sara.results --root outputs/runs --csv
 results.csv``), never model code, and write PNG + PDF figures and Markdown + LaTeX tables into an
-output directory. Each one is ``python analysis/<id>.py --results results.csv --out DIR`` and
+output directory. Each one is ``python -m analysis.<id> --results results.csv --out DIR`` and
 also importable (``main(argv) -> list[Path]`` of the files written).
 
 Conventions of the results table (``sara.results``): identity columns ``experiment, variant,
@@ -21,16 +21,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
+
+from sara.results import decode, parse_budget, read_table
 
 _REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # `python analysis/x.py` from anywhere
-    sys.path.insert(0, str(_REPO))
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-import pandas as pd  # noqa: E402
-
-from sara.results import decode, parse_budget, read_table  # noqa: E402
 
 DATASETS = ("BarbieCore", "Cyberpunk", "ElementFire", "Expedition", "Hornify")
 MEAN = "Mean"

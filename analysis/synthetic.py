@@ -1,34 +1,30 @@
 """A synthetic runs tree for every analysis experiment (tests, notebook preview, demos).
 
-Writes ``result.json`` records in the layout ``sara.runs`` writes (identity, trainable counts,
+Writes ``result.json`` records in the layout ``sara.record`` defines (identity, trainable counts,
 ``time_s``, ``peak_memory``, ``metrics``, ``config``, ``method_record``) plus the
 ``diagnostics`` the analysis experiments record (pruning, migration, share below θ, subspace and
 amplification), with numbers that are random but seeded and shaped like the paper's trends.
 It is NOT a result: every figure made from it says "synthetic" in its source table.
 
-    python analysis/_synthetic.py --root /tmp/fake_runs [--seed 0]
+    python -m analysis.synthetic --root /tmp/fake_runs [--seed 0]
     python -m sara.results --root /tmp/fake_runs --csv /tmp/fake.csv
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-from sara.analysis_math import amplification_report, subspace_report  # noqa: E402
+from sara.analysis_math import amplification_report, subspace_report
+from sara.budget import REFERENCE_PARAMS as REF
+from sara.record import RESULT_FILE
 
 DATASETS = ("BarbieCore", "Cyberpunk", "ElementFire", "Expedition", "Hornify")
 PEFT = ("sara", "lora", "adaptformer", "lt_sft", "dora", "diffpruning")
 BUDGETS = {"5M": 5e6, "20M": 20e6, "50M": 50e6}
 TINY_PARAMS = 1_700_000
-REF = 859_520_964
 
 # quality of each method (higher = better style fit, lower FID) and prior preservation (CLIP)
 _FIT = {"sara": 1.0, "lora": 0.7, "dora": 0.72, "adaptformer": 0.45, "lt_sft": 0.5, "diffpruning": -0.8,
@@ -251,7 +247,7 @@ def write_runs(root: str | Path, seed: int = 0, seeds: tuple[int, ...] = (0, 1))
     for rel, rec in synthetic_records(seed, seeds):
         d = root / rel
         d.mkdir(parents=True, exist_ok=True)
-        (d / "result.json").write_text(json.dumps(rec), encoding="utf-8")
+        (d / RESULT_FILE).write_text(json.dumps(rec), encoding="utf-8")
     return root
 
 

@@ -1,0 +1,290 @@
+"""Customisation (paper Table 7): subjects, identifier, prior-preservation batches, Textual
+Inversion (one row trained, diffusers-loadable embedding), VLHI of Table 7, bad inputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sara.data import subjects as S
+from sara.data.folder import DatasetError
+
+
+@pytest.fixture(scope="module")
+def subject_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("subjects")
+    S.write_subjects(root, seed=0)
+    return root
+
+
+def _tiny():
+    from sara.backbones import load_backbone
+
+    return load_backbone({"kind": "tiny", "name": "tiny", "resolution": 32,
+                          "sampling": {"sampler": "DPMSolverMultistepScheduler", "steps": 4, "guidance_scale": 4.0}})
+
+
+# --- subjects and identifier ------------------------------------------------------------------------
+def test_subjects_layout_and_determinism(subject_root, tmp_path):
+    for name in S.SUBJECT_NAMES:
+        files = S.subject_images(subject_root / name)
+        assert 4 <= len(files) <= 6
+        assert S.read_class_noun(subject_root / name) == S.SUBJECTS[name].class_noun
+    again = tmp_path / "again"
+    S.write_subjects(again, seed=0)
+    for name in S.SUBJECT_NAMES:
+        for f in S.subject_images(subject_root / name):
+            assert (again / name / f.name).read_bytes() == f.read_bytes()
+    other = S.write_subjects(tmp_path / "other", seed=1)["striped_circle"]
+    assert (other / "00.png").read_bytes() != (subject_root / "striped_circle" / "00.png").read_bytes()
+
+
+def test_identifier_is_one_unused_token():
+    from transformers import CLIPTokenizer
+
+    from sara.backbones.tiny import TINY_ROOT
+    from sara.data.domain import PretrainDomain
+
+    tok = CLIPTokenizer.from_pretrained(str(TINY_ROOT / "tokenizer"))
+    sid = S.check_identifier(tok, S.IDENTIFIER)
+    ids = tok(S.instance_prompt(S.IDENTIFIER, "circle"), add_special_tokens=False)["input_ids"]
+    assert ids[1] == sid and len(ids) == 3
+    with pytest.raises(ValueError, match="split into"):
+        S.check_identifier(tok, "zqxv")
+    ds = PretrainDomain(32, split="train", seed=0)  # the pre-training captions never use it
+    assert not any(S.IDENTIFIER in ds[i]["prompt"].split() for i in range(300))
+
+
+def test_detector_tells_subjects_apart(subject_root):
+    from PIL import Image
+
+    from sara.data.procedural import render, sample_scene, scene_rng
+
+    for name in S.SUBJECT_NAMES:
+        for f in S.subject_images(subject_root / name):
+            img = np.asarray(Image.open(f).convert("RGB").resize((32, 32), Image.BOX))
+            found = [S.detect_subject(img, s)["present"] for s in S.SUBJECTS.values()]
+            assert found == [n == name for n in S.SUBJECT_NAMES], (f, found)
+    for i in range(100):  # the domain's flat objects are never a subject
+        img = render(sample_scene(scene_rng(0, 0, i)), 32)
+        assert not any(S.detect_subject(img, s)["present"] for s in S.SUBJECTS.values())
+
+
+def test_bad_subject_folders(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "class_noun.txt").write_text("dog\n")
+    with pytest.raises(DatasetError, match="holds no images"):
+        S.SubjectDataset(empty, 32)
+    nonoun = tmp_path / "nonoun"
+    nonoun.mkdir()
+    (nonoun / "00.png").write_bytes(S.png_bytes(S.subject_image("striped_circle", 0)))
+    with pytest.raises(DatasetError, match="no class noun"):
+        S.SubjectDataset(nonoun, 32)
+    with pytest.raises(DatasetError, match="not found"):
+        S.SubjectDataset(tmp_path / "missing", 32)
+    # DreamBooth's own prompts_and_classes.txt, or the config, give the noun
+    (tmp_path / S.DREAMBOOTH_CLASSES).write_text("Classes\nsubject_name,class\nnonoun,backpack\n")
+    assert S.SubjectDataset(nonoun, 32).prompt == "a sks backpack"
+    assert S.SubjectDataset(nonoun, 32, class_noun="clock").prompt == "a sks clock"
+
+
+def test_custom_config_errors():
+    from sara.customisation import CustomConfig, CustomisationError
+
+    with pytest.raises(CustomisationError, match="custom.prior_weight: unknown key"):
+        CustomConfig.from_mapping({"prior_weight": 1})
+    with pytest.raises(CustomisationError, match="custom.identifier"):
+        CustomConfig(identifier="two words")
+    with pytest.raises(CustomisationError, match="custom.num_class_images"):
+        CustomConfig(num_class_images=0)
+
+
+def test_eval_prompts():
+    from sara.customisation import eval_prompts
+
+    rows = eval_prompts("sks", "circle", seeds=3, drift=5)
+    kinds = [r["kind"] for r in rows]
+    assert kinds.count("recontext") == 12 and kinds.count("property") == 9 and kinds.count("class") == 5
+    for r in rows:
+        assert "sks" not in r["content"]
+        assert ("sks circle" in r["text"]) == (r["kind"] != "class")
+    assert all("circle" not in r["text"].replace("sks circle", "") for r in rows if r["kind"] == "recontext")
+
+
+# --- prior preservation -----------------------------------------------------------------------------
+class _RecordingBackbone:
+    def __init__(self):
+        self.calls = []
+
+    def training_loss(self, module, batch, generator=None):
+        self.calls.append((batch["pixel_values"].shape[0], list(batch["prompts"])))
+        return batch["pixel_values"].float().mean() * 0 + float(len(self.calls))
+
+
+class _ClassImages:
+    def __len__(self):
+        return 7
+
+    def __getitem__(self, i):
+        return {"pixel_values": torch.full((3, 8, 8), float(i)), "prompt": "a circle"}
+
+
+def test_prior_preservation_batches(subject_root):
+    from sara.customisation import CustomConfig, Customisation
+
+    bb = _RecordingBackbone()
+    ds = S.SubjectDataset(subject_root / "striped_circle", 8)
+    c = Customisation(CustomConfig(prior_loss_weight=1.0), bb, subject_root / "striped_circle", ds, "sks",
+                      class_dataset=_ClassImages(), spec=S.SUBJECTS["striped_circle"])
+    from sara.data import collate
+
+    batch = collate([ds[i] for i in range(3)])
+    loss = c.training_loss(None, batch, torch.Generator().manual_seed(5))
+    assert bb.calls == [(3, ["a sks circle"] * 3), (3, ["a circle"] * 3)]
+    assert float(loss) == 1.0 + 1.0 * 2.0  # instance loss + weight x prior loss
+    # the class batch is a pure function of the step's generator (resume-exact)
+    a = c.class_batch(4, torch.Generator().manual_seed(11))["pixel_values"]
+    b = c.class_batch(4, torch.Generator().manual_seed(11))["pixel_values"]
+    assert torch.equal(a, b)
+    c.class_dataset = None  # without prior preservation: the instance loss only
+    bb.calls.clear()
+    c.training_loss(None, batch, None)
+    assert len(bb.calls) == 1
+
+
+# --- Textual Inversion ------------------------------------------------------------------------------
+def _apply_ti(bb, tmp_path):
+    from sara.methods.base import PrepareContext
+    from sara.methods.textual_inversion import TextualInversion
+
+    m = TextualInversion(placeholder_token="<sks>", lr=5e-2)
+    ctx = PrepareContext(seed=0, extra={"backbone": bb, "run_dir": tmp_path, "class_noun": "circle"})
+    module = m.apply(bb.denoiser, budget=None, ctx=ctx)
+    return m, module
+
+
+def test_textual_inversion_trains_one_row_only(subject_root, tmp_path):
+    from sara.data import collate
+
+    bb = _tiny()
+    te_before = {k: v.detach().clone() for k, v in bb.text_encoder.state_dict().items()}
+    unet_before = {k: v.detach().clone() for k, v in bb.denoiser.state_dict().items()}
+    emb_before = bb.text_encoder.get_input_embeddings().weight.detach().clone()
+    m, module = _apply_ti(bb, tmp_path)
+    assert m.num_trainable() == emb_before.shape[1]
+    opt = m.make_optimizer(lr=None)
+    ds = S.SubjectDataset(subject_root / "striped_circle", 32, identifier="<sks>")
+    assert ds.prompt == "a <sks> circle"
+    batch = collate([ds[i] for i in range(4)])
+    for step in range(3):
+        loss = bb.training_loss(module, batch, torch.Generator().manual_seed(step))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    m.on_step_end(3, 3)
+    module = m.merged(module)
+    emb = bb.text_encoder.get_input_embeddings().weight
+    n_old = emb_before.shape[0]
+    assert emb.shape[0] == n_old + 1 and m.token_id == n_old
+    assert torch.equal(emb[:n_old], emb_before)  # every other row bit-identical
+    init = emb_before[bb.tokenizer("circle", add_special_tokens=False)["input_ids"]].mean(0)
+    assert not torch.equal(emb[n_old], init)  # the new row trained
+    for k, v in bb.text_encoder.state_dict().items():
+        if "token_embedding" not in k:
+            assert torch.equal(v, te_before[k]), k
+    for k, v in bb.denoiser.state_dict().items():
+        assert torch.equal(v, unet_before[k]), k
+    assert (tmp_path / "learned_embeds.safetensors").is_file()
+
+
+def test_learned_embeds_load_with_diffusers(tmp_path):
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    bb = _tiny()
+    m, module = _apply_ti(bb, tmp_path)
+    with torch.no_grad():
+        m.embedding.row.add_(0.5)
+    path = m.save_learned_embeds(tmp_path / "learned_embeds.safetensors")
+    assert list(load_file(str(path))) == ["<sks>"]
+    m.merged(module)
+    mine = bb.encode_prompt(["a <sks> circle"])
+
+    fresh = _tiny()  # an untouched copy, loaded into a diffusers pipeline
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=3, sample_size=32)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=fresh.text_encoder, tokenizer=fresh.tokenizer,
+                                   unet=fresh.denoiser, scheduler=fresh.noise_scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.load_textual_inversion(str(tmp_path), weight_name="learned_embeds.safetensors")
+    assert pipe.tokenizer.convert_tokens_to_ids("<sks>") == m.token_id
+    row = pipe.text_encoder.get_input_embeddings().weight[m.token_id]
+    assert torch.equal(row, m.embedding.row.detach())
+    theirs = fresh.encode_prompt(["a <sks> circle"])
+    key = next(k for k, v in mine.items() if torch.is_tensor(v))
+    assert torch.allclose(mine[key], theirs[key])
+
+
+def test_textual_inversion_needs_the_backbone():
+    from sara.methods.textual_inversion import TextualInversion
+
+    with pytest.raises(ValueError, match="ctx.extra"):
+        TextualInversion().apply(torch.nn.Linear(2, 2), ctx=None)
+    with pytest.raises(ValueError, match="one word"):
+        TextualInversion(placeholder_token="a b")
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+def test_table7_vlhi_recomputes_all_24_cells():
+    from sara.metrics.clip_i_t import reproduce_table7
+
+    w = reproduce_table7()
+    assert len(w) == 24 and w["VLHI"].notna().all()
+    assert w["abs_err"].max() <= 0.01, w.sort_values("abs_err").tail(3)
+
+
+def test_vlhi_custom_orders():
+    from sara.metrics.clip_i_t import vlhi_custom
+
+    v = vlhi_custom([0.9, 0.8, 0.7], [20.0, 25.0, 30.0])
+    np.testing.assert_allclose(v, [1.0, 1.0, 1.0])
+    v = vlhi_custom([0.9, 0.7], [30.0, 20.0])
+    np.testing.assert_allclose(v, [2.0, 0.0])
+
+
+def test_check_weights_one_line(monkeypatch, tmp_path):
+    from sara.customisation import check_weights
+
+    monkeypatch.setenv("SARA_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.delenv("SARA_CLIP_PATH", raising=False)
+    msg = check_weights("tiny", "real")
+    assert msg is not None and "\n" not in msg and "ViT-L" in msg
+
+
+# --- end to end (run.py) ----------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["sara", "textual_inversion"])
+def test_run_custom_smoke(method, tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "run.py", "+experiment=custom", "train=smoke", f"method={method}",
+           f"output_root={tmp_path}", f"data.root={tmp_path / 'subjects'}", "torch_threads=1",
+           "custom.num_class_images=8"]
+    subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+    rec = json.loads(next(tmp_path.rglob("result.json")).read_text())
+    assert rec["status"] == "complete"
+    for k in ("clip_i", "clip_t", "subject_fidelity", "language_drift"):
+        assert isinstance(rec["metrics"][k], float), k
+
+
+@pytest.mark.slow
+def test_clip_i_tells_the_subjects_apart():
+    from sara.customisation import validate_clip_i
+
+    res = validate_clip_i(n_per_subject=30)
+    assert res["share_correct"] >= 0.95, res
