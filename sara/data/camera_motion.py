@@ -30,7 +30,6 @@ non-empty caption; a problem raises :class:`~sara.data.folder.DatasetError` nami
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import replace
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from sara.io import file_lock
 
 from .folder import METADATA, DatasetError, read_metadata, resize_crop
 from .procedural import Scene, caption, render, sample_scene, scene_rng
@@ -151,22 +152,6 @@ def ensure_motion_dataset(root: str | os.PathLike, motion: str, n: int = 1000, s
     folder.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(folder.parent / f".{motion}.lock"):  # parallel runs of a sweep share the folder
         return _ensure(folder, motion, n, seed, num_frames, size)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive advisory lock on ``path`` (POSIX flock) for the duration of the block."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - no POSIX locks: one writer assumed
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _ensure(folder: Path, motion: str, n: int, seed: int, num_frames: int, size: int) -> Path:

@@ -55,7 +55,8 @@ def reference_frames_dir(dataset_root: str | os.PathLike, resolution: int, max_c
     """A cached folder with the frames of the dataset's first ``max_clips`` clips (PNG)."""
     from PIL import Image
 
-    from sara.data.camera_motion import VideoCaptionFolder, file_lock
+    from sara.data.camera_motion import VideoCaptionFolder
+    from sara.io import file_lock
     from sara.metrics.fid import cache_dir
 
     root = Path(dataset_root).resolve()
