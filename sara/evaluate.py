@@ -39,7 +39,9 @@ from sara.io import atomic_write_text
 
 __all__ = ["evaluate", "read_prompts", "update_record", "METRICS", "resolve_dataset"]
 
-METRICS = ("fid", "clip_score", "bvqa", "clip_i", "clip_t", "style_acc")
+from sara.metrics.video import VIDEO_METRICS  # clips stored as frame strips (video experiment)
+
+METRICS = ("fid", "clip_score", "bvqa", "clip_i", "clip_t", "style_acc") + VIDEO_METRICS
 _ALIASES = {"clip": "clip_score", "b-vqa": "bvqa", "b_vqa": "bvqa", "clip-i": "clip_i", "clip-t": "clip_t"}
 
 
@@ -112,7 +114,7 @@ def _auto_kind(files: Sequence[Path]) -> str:
     from PIL import Image
 
     with Image.open(files[0]) as im:
-        return "embedded" if max(im.size) <= 64 else "real"
+        return "embedded" if min(im.size) <= 64 else "real"  # min: a clip's frame strip is wide
 
 
 def evaluate(
@@ -170,6 +172,13 @@ def evaluate(
     t0 = time.perf_counter()
     out: dict = {}
     info: dict = {"evaluators": kind, "images_dir": str(images_dir)}
+    video = [m for m in wanted if m in VIDEO_METRICS]
+    if video:  # generated clips (frame strips): sara.metrics.video
+        from sara.metrics.video import video_metrics
+
+        vout, info["video"] = video_metrics(files, prompts, dataset_root, video, device, evaluators,
+                                            fid_cache=fid_cache)
+        out.update(vout)
     if "fid" in wanted:
         from sara.metrics.fid import compute_fid
 

@@ -83,7 +83,7 @@ def test_config_composes(group, name):
     assert hydra_node.run.dir == str(run_dir_for(resolved))
     TrainConfig.from_mapping(resolved["train"])  # no unknown training keys
     if group == "data":
-        assert resolved["data"]["kind"] in ("style", "folder", "pretrain", "subject")
+        assert resolved["data"]["kind"] in ("style", "folder", "pretrain", "subject", "camera_motion", "video_folder")
 
 
 METHODS = [n for g, n in OPTIONS if g == "method"]

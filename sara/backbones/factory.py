@@ -26,8 +26,11 @@ def load_backbone(cfg, device=None, dtype=None) -> Backbone:
     elif kind == "sd3":
         from .sd3 import SD3Backbone
         bb = SD3Backbone.from_pretrained(cfg)
+    elif kind == "motion":  # video: an image backbone + motion modules (sara.backbones.motion)
+        from .motion import load_motion
+        bb = load_motion(cfg)
     else:
-        raise ValueError(f"unknown backbone kind {kind!r} (tiny | stable_diffusion | sdxl | sd3)")
+        raise ValueError(f"unknown backbone kind {kind!r} (tiny | stable_diffusion | sdxl | sd3 | motion)")
     if device is not None or dtype is not None:
         bb.to(device, dtype)
     return bb

@@ -78,9 +78,9 @@ class SampledLayer:
                 pos = torch.nonzero(off == k).squeeze(1)
                 self.groups.append(((k // kw, k % kw), o[pos], i[pos], pos))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - nn.Linear's name (diffusers calls proj_in(input=...))
         m = self.module
-        return SampledWeightGrad.apply(x, m.weight, m.bias, self)
+        return SampledWeightGrad.apply(input, m.weight, m.bias, self)
 
 
 class SampledWeightGrad(torch.autograd.Function):

@@ -21,6 +21,10 @@ def build_dataset(cfg_data: Mapping, resolution: int, accelerator=None):
     name = cfg_data.get("name")
     prefix = cfg_data.get("caption_prefix") or None
     seed = int(cfg_data.get("seed", 0))
+    if kind in ("camera_motion", "video_folder"):  # clips for a video backbone
+        from .camera_motion import build_video_dataset
+
+        return build_video_dataset(cfg_data, resolution)
     if kind == "pretrain":
         from .domain import PretrainDomain
 

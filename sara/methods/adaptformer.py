@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ._util import freeze, nearest_int_knob
-from .base import AddedParamsMethod, PrepareContext
+from .base import AddedParamsMethod, PrepareContext, scope_names
 
 
 class ParallelAdapter(nn.Module):
@@ -55,8 +55,9 @@ class AdaptFormer(AddedParamsMethod):
 
     def __init__(self, bottleneck: int = 64, scale: float = 0.1, dropout: float = 0.0,
                  ff_names: tuple[str, ...] | list[str] = ("ff",), include_context_ff: bool = False,
-                 name: str | None = None, lr: float | None = 1e-4) -> None:
+                 name: str | None = None, lr: float | None = 1e-4, params=None) -> None:
         super().__init__()
+        self.params = params  # scope: only feed-forwards whose weights are all in it (None: all)
         if name:
             self.name = name
         self.lr = lr  # used when the trainer passes lr=None
@@ -73,10 +74,14 @@ class AdaptFormer(AddedParamsMethod):
         from diffusers.models.attention import FeedForward
 
         out = []
+        scope = scope_names(denoiser, self.params)
         for bname, block in denoiser.named_modules():
             for attr in self.ff_names:
                 ff = getattr(block, attr, None)
                 if isinstance(ff, (FeedForward, ParallelAdapter)) and ff in block.children():
+                    prefix = f"{bname}.{attr}." if bname else f"{attr}."
+                    if scope is not None and not all(prefix + n in scope for n, _ in ff.named_parameters()):
+                        continue
                     out.append((bname, block, attr, ff))
         if not out:
             raise ValueError(f"{self.name}: the denoiser has no transformer feed-forward block "

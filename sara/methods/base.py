@@ -41,6 +41,17 @@ class PrepareContext:
     extra: dict = field(default_factory=dict)
 
 
+def scope_names(denoiser: nn.Module, params: Any = None) -> set[str] | None:
+    """Names of the parameters a method may touch: ``params`` None = all (returns None), a regex
+    (full match on parameter names, e.g. ``.*motion_modules\\..*``), a list of names or a
+    predicate ``(name, param) -> bool``; the ``params`` knob of every method (sara.core's rule)."""
+    if params is None:
+        return None
+    from sara.core.selection import resolve_params
+
+    return {n for n, _ in resolve_params(denoiser, params)}
+
+
 class Method(abc.ABC):
     """Base class: one subclass per compared method, one file per subclass."""
 

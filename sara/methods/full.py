@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sara.methods._util import replace_dir
-from sara.methods.base import Method, PrepareContext
+from sara.methods.base import Method, PrepareContext, scope_names
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,9 @@ class FullFineTune(Method):
     knob = ""
     weights_name = "denoiser"  # a diffusers model folder (``<Class>.from_pretrained`` reads it)
 
-    def __init__(self, lr: float | None = 1e-4, name: str | None = None) -> None:
+    def __init__(self, lr: float | None = 1e-4, name: str | None = None, params=None) -> None:
         super().__init__()
+        self.scope = params  # None: every parameter; a regex / names: only those (e.g. motion modules)
         if name:
             self.name = name
         self.lr = lr  # used when the trainer passes lr=None
@@ -36,13 +37,20 @@ class FullFineTune(Method):
               ctx: PrepareContext | None = None) -> nn.Module:
         self.target_params = budget
         self.module = denoiser
-        denoiser.requires_grad_(True)
-        self.params = dict(denoiser.named_parameters())
+        scope = scope_names(denoiser, self.scope)
+        self.params = {n: p for n, p in denoiser.named_parameters() if scope is None or n in scope}
+        denoiser.requires_grad_(False)
+        for p in self.params.values():
+            p.requires_grad_(True)
         n = self.num_trainable()
         if budget is not None and budget != n:
             log.warning("method=full trains all %d denoiser parameters; the budget of %d "
                         "parameters cannot be applied", n, budget)
         return denoiser
+
+    def solve_budget(self, denoiser: nn.Module, target: int) -> tuple[None, int]:
+        scope = scope_names(denoiser, self.scope)
+        return None, sum(p.numel() for n, p in denoiser.named_parameters() if scope is None or n in scope)
 
     def _check_applied(self) -> None:
         if self.module is None:

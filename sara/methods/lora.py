@@ -16,7 +16,7 @@ from torch import nn
 
 from ._peft import load_peft_adapter, merge_and_unload, save_peft_adapter
 from ._util import freeze, nearest_int_knob
-from .base import AddedParamsMethod, PrepareContext
+from .base import AddedParamsMethod, PrepareContext, scope_names
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 JOINT_TARGETS = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
@@ -31,11 +31,12 @@ class LoRA(AddedParamsMethod):
                  target_modules: Sequence[str] | str | None = UNET_TARGETS,
                  joint_target_modules: Sequence[str] | None = JOINT_TARGETS,
                  dropout: float = 0.0, init_lora_weights: Any = True, name: str | None = None,
-                 lr: float | None = 1e-4) -> None:
+                 lr: float | None = 1e-4, params=None) -> None:
         super().__init__()
         if name:
             self.name = name
         self.lr = lr  # used when the trainer passes lr=None
+        self.params = params  # scope: only target layers whose weight is in it (None: all)
         self.rank = int(rank)
         self.alpha = alpha
         self.target_modules = target_modules
@@ -55,6 +56,12 @@ class LoRA(AddedParamsMethod):
         for t in self.joint_target_modules or ():
             if t in names and t not in targets:  # SD3 joint attention: only if the model has it
                 targets.append(t)
+        scope = scope_names(denoiser, self.params)
+        if scope is not None:  # the full names of the target layers inside the scope
+            targets = [n for n, m in denoiser.named_modules()
+                       if f"{n}.weight" in scope and any(n == t or n.endswith("." + t) for t in targets)]
+            if not targets:
+                raise ValueError(f"{self.name}: no target layer {self.target_modules!r} inside params={self.params!r}")
         return targets
 
     def lora_config(self, denoiser: nn.Module, rank: int | None = None):
