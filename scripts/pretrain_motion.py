@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from sara.backbones.motion import MOTION_ROOT, is_motion_param, load_motion
+from sara.backbones import load_backbone
+from sara.backbones.motion import MOTION_ROOT, is_motion_param
 from sara.data import collate
 from sara.data.camera_motion import ProceduralClips
 
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     ck_dir.mkdir(parents=True, exist_ok=True)
     ck_path = ck_dir / "state.pt"
 
-    bb = load_motion({"kind": "motion", "name": "tiny_motion", "image": {"kind": "tiny", "name": "tiny"},
+    bb = load_backbone({"kind": "motion", "name": "tiny_motion", "image": {"kind": "tiny", "name": "tiny"},
                       "num_frames": a.num_frames, "motion_adapter": None, "adapter_seed": a.seed})
     bb.to(a.device)
     den = bb.denoiser

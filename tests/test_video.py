@@ -238,13 +238,13 @@ def test_too_short_clips_and_missing_clip(tmp_path):
 
 def test_missing_motion_adapter_names_what_to_download(tmp_path):
     from sara.backbones.loading import MissingWeightsError
-    from sara.backbones.motion import load_motion
+    from sara.backbones import load_backbone
 
     cfg = {"kind": "motion", "name": "sd15_motion", "image": {"kind": "stable_diffusion"},
            "adapter_model_id": "guoyww/animatediff-motion-adapter-v1-5-2",
            "motion_adapter": str(tmp_path / "adapter")}
     with pytest.raises(MissingWeightsError) as e:
-        load_motion(cfg)
+        load_backbone(cfg)
     msg = str(e.value)
     assert "\n" not in msg
     assert "guoyww/animatediff-motion-adapter-v1-5-2" in msg and str(tmp_path / "adapter") in msg

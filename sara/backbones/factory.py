@@ -28,7 +28,7 @@ def load_backbone(cfg, device=None, dtype=None) -> Backbone:
         bb = SD3Backbone.from_pretrained(cfg)
     elif kind == "motion":  # video: an image backbone + motion modules (sara.backbones.motion)
         from .motion import load_motion
-        bb = load_motion(cfg)
+        bb = load_motion(cfg, load_backbone)
     else:
         raise ValueError(f"unknown backbone kind {kind!r} (tiny | stable_diffusion | sdxl | sd3 | motion)")
     if device is not None or dtype is not None:

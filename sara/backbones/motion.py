@@ -204,10 +204,9 @@ class MotionBackbone(Backbone):
         return Path(path)
 
 
-def load_motion(cfg) -> MotionBackbone:
-    """``kind: motion``: the image backbone ``cfg.image`` + the adapter ``cfg.motion_adapter``."""
-    from .factory import load_backbone
-
+def load_motion(cfg, load_backbone) -> MotionBackbone:
+    """``kind: motion``: the image backbone ``cfg.image`` (built by ``load_backbone``, the factory,
+    so this module needs no import of it) + the adapter ``cfg.motion_adapter``."""
     cfg = to_plain_dict(cfg)
     image_cfg = cfg.get("image")
     if not image_cfg:
