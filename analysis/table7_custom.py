@@ -188,7 +188,9 @@ def _paper_rows() -> pd.DataFrame:
     return w[w["subject"] == MEAN].set_index("method")
 
 
-def claims(df: pd.DataFrame) -> list[dict]:
+def table7_claims(df: pd.DataFrame) -> list[dict]:
+    """App. D's claims, quoted verbatim, judged on the customisation runs (the per-run table read
+    from the run directories, with per-image spreads); written beside Table 7 as table7_claims.*"""
     t = table7(df)
     p = _paper_rows()
     peft_low = ["full", "adaptformer", "lt_sft"]
@@ -443,7 +445,7 @@ def main(argv=None) -> list[Path]:
         g = fig14(df, out / "fig14_custom.png")
         if g is not None:
             written.append(g)
-    res = claims(df) if not df.empty else [
+    res = table7_claims(df) if not df.empty else [
         {"id": c, "claim": "", "source": PAPER_SOURCE, "verdict": NOT_RUN, "evidence": "no runs", "paper_table": ""}
         for c in ()]
     (out / "table7_claims.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
