@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -117,6 +118,11 @@ def _auto_kind(files: Sequence[Path]) -> str:
         return "embedded" if min(im.size) <= 64 else "real"  # min: a clip's frame strip is wide
 
 
+def _progress(metric: str, n: int) -> None:
+    """One line per metric, so a long evaluation shows where it is."""
+    logging.getLogger(__name__).info("evaluating %s on %d images", metric, n)
+
+
 def evaluate(
     images_dir: str | os.PathLike,
     prompts: Sequence[str] | None = None,
@@ -182,6 +188,7 @@ def evaluate(
     if "fid" in wanted:
         from sara.metrics.fid import compute_fid
 
+        _progress("FID", len(files))
         if dataset_root is None:
             raise ValueError("FID needs the target dataset folder (dataset_root)")
         ref = Path(dataset_root)
@@ -208,6 +215,7 @@ def evaluate(
 
         clip_model = load_clip(kind, device, weights.get("clip_score"))
         info["clip_model"] = clip_model.name
+        _progress("CLIP", len(files))
     if "clip_score" in wanted or "clip_t" in wanted:
         from sara.metrics.clip_score import clip_scores
 
@@ -229,6 +237,7 @@ def evaluate(
             raise ValueError("CLIP-I needs reference_dir (the subject's images)")
         out["clip_i"] = clip_i(files, _image_files(Path(reference_dir)), clip_model)
     if "bvqa" in wanted:
+        _progress("B-VQA", len(files))
         from sara.metrics.bvqa import bvqa_scores, load_vqa
 
         vqa = load_vqa(kind, device, weights.get("bvqa"))

@@ -38,7 +38,11 @@ def build_dataset(cfg_data: Mapping, resolution: int, accelerator=None):
         main = accelerator is None or accelerator.is_main_process
         if main:  # only the set this run needs (about 10 s each on a CPU)
             with file_lock(root / f".{name}.lock"):  # parallel jobs of a sweep share data/
-                ensure_style_datasets(root, seed, names=[name])
+                from tqdm.auto import tqdm
+
+                with tqdm(total=STYLE_SIZES[name], desc=f"style set {name}", unit="img", leave=False,
+                          disable=None) as bar:  # shows only while images are written, on a terminal
+                    ensure_style_datasets(root, seed, names=[name], progress=bar.update)
         if accelerator is not None:
             accelerator.wait_for_everyone()
     elif kind != "folder":
