@@ -117,7 +117,10 @@ def grid(df, out: Path, n: int = 2, scale: int = 3) -> list[Path]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", default="outputs/runs")
+    ap.add_argument("--root", default="outputs/runs", help="run directories (result.json records and samples)")
+    ap.add_argument("--results", default=None,
+                    help="the experiment's results table (accepted from experiments/run_experiment.sh; the "
+                         "table is built from the run records under --root, which also hold the samples)")
     ap.add_argument("--experiment", default="video", help="experiment name (its variant 'prior': the prior rows)")
     ap.add_argument("--out", type=Path, default=Path("outputs/analysis/video"))
     ap.add_argument("--clips", type=int, default=2, help="clips per row of the grid")

@@ -195,6 +195,7 @@ def load_tiny(cfg: dict):
     if world not in WORLDS:
         raise ValueError(f"backbone.world: unknown tiny world {world!r}; known: {sorted(WORLDS)}")
     root = WORLDS[world][1]
+    cfg.setdefault("vae", "vae" if world == "tiny_latent" else None)  # the pixel-space world has none
     src = cfg.get("pretrained") or str(root)
     missing = [d for d in ("unet", "text_encoder", "tokenizer", "scheduler", *([cfg["vae"]] if cfg.get("vae") else []))
                if not (Path(src) / d).is_dir()]
