@@ -236,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.format == "diffusers":
             folder = export_diffusers(args.run_dir, args.out)
-            print(f"wrote {folder} (DiffusionPipeline.from_pretrained({str(folder)!r}))")
+            pixel = not (Path(folder) / "vae").is_dir()
+            how = (f"DiffusionPipeline.from_pretrained({str(folder)!r}, vae=None), called with output_type='latent' "
+                   "(pixel space: no VAE)") if pixel else f"DiffusionPipeline.from_pretrained({str(folder)!r})"
+            print(f"wrote {folder} (load with {how}; or sara.export.load_pipeline)")
             if args.check:
                 r = reproduction_error(args.run_dir, folder)
                 print(f"reproduction over {r['images']} samples: max |Δ| {r['max_abs']:.3g} "
