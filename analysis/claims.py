@@ -14,13 +14,15 @@ report. Reads the results table (and the repo's ``paper/`` for the second check)
 from __future__ import annotations
 
 from . import (fig2_pruning, fig3_migration, fig6_backbone, fig16_scaling, fig17_merging, fig19_subspace,
-               fig21_24_hyper, table1_style, table2_ablation, table8_threshold, table9_rank, table10_amplification)
+               fig21_24_hyper, table1_style, table2_ablation, table7_custom, table8_threshold, table9_rank,
+               table10_amplification)
 from .common import arg_parser, dump_json, latex_table, load, markdown_table, out_dir
 from .verdicts import VERDICTS
 
 # every module whose figure/table states claims of the paper (tests check none is left out)
 CLAIM_MODULES = (table1_style, table2_ablation, table9_rank, fig2_pruning, fig3_migration, fig6_backbone,
-                 fig19_subspace, table10_amplification, fig16_scaling, fig17_merging, fig21_24_hyper, table8_threshold)
+                 fig19_subspace, table10_amplification, fig16_scaling, fig17_merging, fig21_24_hyper, table8_threshold,
+                 table7_custom)
 
 
 def _number(claim_id: str) -> int:

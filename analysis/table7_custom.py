@@ -37,6 +37,8 @@ from sara.metrics.clip_i_t import load_reported_custom, reproduce_table7, vlhi_c
 from sara.record import iter_results
 from sara.stats import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, SE_MULTIPLE
 
+from .verdicts import Claim, evaluate, paper_verdict
+
 EXPERIMENT, BASE_EXPERIMENT = "custom", "custom--base"
 ROWS = ["textual_inversion", "full", "lora", "adaptformer", "lt_sft", "sara"]
 LABELS = {"textual_inversion": "Textual Inversion", "full": "DreamBooth + Full", "lora": "DreamBooth + LoRA",
@@ -150,14 +152,15 @@ def _prop_se(p: float, n: float) -> float:
 def fidelity_table(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["subject_fidelity", "subject_score", "language_drift", "clip_i", "clip_t"]
     have = [c for c in cols if c in df.columns]
-    t = df[df["row"].isin(ROWS + ["base"])][["subject", "row", *have, "n_images", "n_class_images"]].copy()
+    keep = ["subject", "row", *have] + [c for c in ("n_images", "n_class_images") if c in df.columns]
+    t = df[df["row"].isin(ROWS + ["base"])][keep].copy()
     order = {r: i for i, r in enumerate(["base"] + ROWS)}
     return t.sort_values(["subject", "row"], key=lambda s: s.map(order) if s.name == "row" else s)
 
 
 def _fidelity_claim(df: pd.DataFrame, who: str, what: str = "subject_fidelity") -> tuple[str, str]:
     f = fidelity_table(df)
-    if what not in f.columns:
+    if what not in f.columns or "n_images" not in f.columns:
         return NOT_RUN, "no subject-fidelity numbers"
     p = f.groupby("row").agg(v=(what, "mean"), n=("n_images", "sum"))
     if who not in p.index or "base" not in p.index:
@@ -170,7 +173,7 @@ def _fidelity_claim(df: pd.DataFrame, who: str, what: str = "subject_fidelity") 
 
 def _drift_claim(df: pd.DataFrame) -> tuple[str, str]:
     f = fidelity_table(df)
-    if "language_drift" not in f.columns:
+    if "language_drift" not in f.columns or "n_class_images" not in f.columns:
         return NOT_RUN, "no language-drift numbers"
     p = f.groupby("row").agg(v=("language_drift", "mean"), n=("n_class_images", "sum"))
     if "sara" not in p.index or "full" not in p.index:
@@ -461,3 +464,35 @@ def main(argv=None) -> list[Path]:
 if __name__ == "__main__":
     for p in main():
         print(p)
+
+
+# --------------------------------------------------------------------------- in the claims report (C31–C36)
+#: the claims report's ids of App. D's claims, in the order table7_claims states them
+REPORT_IDS = {"custom-lora-overfits": "C31", "custom-others-low": "C32", "custom-sara-best-clip-t": "C33",
+              "custom-sara-clip-i-second": "C34", "custom-sara-best-vlhi": "C35", "custom-sara-learns-subject": "C36"}
+
+
+def runs_from_results(results: pd.DataFrame) -> pd.DataFrame:
+    """The customisation rows of a results table (``python -m sara.results``) in :func:`load_runs`'s
+    shape: subject, row (method, or ``base`` for the pre-trained model), metrics."""
+    d = results[results["experiment"] == EXPERIMENT] if "experiment" in results else results.iloc[:0]
+    if "clip_i" in d:
+        d = d[d["clip_i"].notna()]
+    variant = d["variant"].fillna("") if "variant" in d else pd.Series("", index=d.index)
+    return d.assign(subject=d["dataset"], row=np.where(variant == "base", "base", d["method"]))
+
+
+def claims(df: pd.DataFrame) -> list[dict]:
+    """C31–C36 (App. D, verbatim) on the results table ``df`` (see ``analysis.claims``)."""
+    runs = runs_from_results(df)
+    by_key = {r["id"]: r for r in table7_claims(runs)} if len(runs) else {}
+    out = []
+    for key, cid in REPORT_IDS.items():
+        r = by_key.get(key)
+        check = (lambda r=r: (r["verdict"], r["evidence"])) if r else (lambda: (NOT_RUN, "no customisation runs"))
+        paper_ok = (r or {}).get("paper_table", "")
+        paper = None if not paper_ok or paper_ok.startswith("–") else \
+            (lambda ok=paper_ok: (paper_verdict(ok == "bears it out"), "Table 7 Mean row"))
+        text = (r or {}).get("claim") or key
+        out.append(Claim(cid, text, "Table 7 / Fig. 14", "custom", lambda _d, c=check: c(), paper))
+    return evaluate(df, out)

@@ -288,3 +288,32 @@ def test_clip_i_tells_the_subjects_apart():
 
     res = validate_clip_i(n_per_subject=30)
     assert res["share_correct"] >= 0.95, res
+
+
+def test_app_d_claims_join_the_claims_report_from_a_results_table():
+    """C31–C36 are judged on the customisation rows of a results table (subject = dataset, the
+    pre-trained rows are the `base` variant); without such rows they are not run."""
+    import numpy as np
+    import pandas as pd
+
+    from analysis import table7_custom
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for subject in ("striped_circle", "twotone_square", "dotted_diamond"):
+        for method, ci, ct in (("textual_inversion", 0.5, 50), ("full", 0.6, 40), ("lora", 0.9, 30),
+                               ("adaptformer", 0.55, 45), ("lt_sft", 0.55, 44), ("sara", 0.7, 60)):
+            rows.append({"experiment": "custom", "variant": "", "dataset": subject, "method": method,
+                         "clip_i": ci + rng.normal(0, 0.01), "clip_i_se": 0.01, "clip_t": ct + rng.normal(0, 0.5),
+                         "clip_t_se": 0.5, "subject_fidelity": 0.5, "language_drift": 0.1, "n_images": 21,
+                         "n_class_images": 6})
+        rows.append({"experiment": "custom", "variant": "base", "dataset": subject, "method": "full",
+                     "clip_i": 0.3, "clip_i_se": 0.01, "clip_t": 61, "clip_t_se": 0.5, "subject_fidelity": 0.0,
+                     "language_drift": 0.0, "n_images": 21, "n_class_images": 6})
+    res = {r["id"]: r for r in table7_custom.claims(pd.DataFrame(rows))}
+    assert sorted(res) == [f"C{i}" for i in range(31, 37)]
+    assert res["C31"]["verdict"] == "reproduced"            # LoRA: best CLIP-I, worst CLIP-T
+    assert res["C33"]["verdict"] == "reproduced"            # SaRA: best CLIP-T
+    assert all(r["paper_quote"] for r in res.values())
+    empty = table7_custom.claims(pd.DataFrame(columns=["experiment", "dataset", "method"]))
+    assert {r["verdict"] for r in empty} == {"not_run"}
