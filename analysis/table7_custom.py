@@ -35,7 +35,7 @@ import pandas as pd
 
 from sara.metrics.clip_i_t import load_reported_custom, reproduce_table7, vlhi_custom
 from sara.record import iter_results
-from sara.stats import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, SE_MULTIPLE
+from sara.stats import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, decide
 
 from .verdicts import Claim, evaluate, paper_verdict
 
@@ -99,12 +99,8 @@ def table7(df: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- noise-aware checks
 def _decide(a: float, sa: float, b: float, sb: float) -> str | None:
-    """'a', 'b' or None: which mean is higher beyond 2 combined standard errors."""
-    se = math.sqrt((sa or 0.0) ** 2 + (sb or 0.0) ** 2)
-    if not math.isfinite(se):
-        return None
-    d = a - b
-    return None if abs(d) <= SE_MULTIPLE * se else ("a" if d > 0 else "b")
+    """'a', 'b' or None: which mean is higher beyond 2 combined standard errors (sara.stats' rule)."""
+    return decide(a - b, math.sqrt((sa or 0.0) ** 2 + (sb or 0.0) ** 2), lower_is_better=False)
 
 
 def _all_better(t: pd.DataFrame, who: str, others, col: str, higher: bool = True) -> tuple[str, str]:

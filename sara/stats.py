@@ -62,6 +62,14 @@ class Comparison:
                 f"difference {self.diff:+.4g}, SE {se} → better: {who}")
 
 
+def decide(diff: float, se: float | None, lower_is_better: bool) -> str | None:
+    """The rule itself, for a difference ``diff = mean_a - mean_b`` with standard error ``se``:
+    "a" or "b" (the better one) when ``|diff| > 2 se``, else None (also when ``se`` is unknown)."""
+    if se is None or not math.isfinite(se) or abs(diff) <= SE_MULTIPLE * se:
+        return None
+    return "a" if (diff < 0 if lower_is_better else diff > 0) else "b"
+
+
 def compare(a: Sequence[float], b: Sequence[float], lower_is_better: bool,
             borrowed_sd: float | None = None) -> Comparison:
     """Compare per-seed values ``a`` and ``b``; see the module docstring for the rule."""
@@ -75,11 +83,7 @@ def compare(a: Sequence[float], b: Sequence[float], lower_is_better: bool,
     if sa is None or sb is None:
         return Comparison(ma, mb, diff, None, None, lower_is_better)
     se = math.sqrt(sa * sa / na + sb * sb / nb)
-    better = None
-    if abs(diff) > SE_MULTIPLE * se:
-        a_wins = diff < 0 if lower_is_better else diff > 0
-        better = "a" if a_wins else "b"
-    return Comparison(ma, mb, diff, se, better, lower_is_better)
+    return Comparison(ma, mb, diff, se, decide(diff, se, lower_is_better), lower_is_better)
 
 
 def verdict_better(c: Comparison, claimed: str = "a") -> str:
