@@ -174,8 +174,8 @@ def ensure_class_images(backbone, class_noun: str, n: int, seed: int, root: str 
                         batch_size: int = 25) -> Path:
     """Generate ``n`` images of ``"a <class>"`` with the (base) ``backbone`` into a cached folder
     (images + ``metadata.jsonl``), atomically and under a lock; reuse it when complete."""
-    from sara.data.folder import write_folder
     from sara.data.subjects import class_prompt
+    from sara.io import atomic_dir
     from sara.io import file_lock as _file_lock
     from sara.sample import _png_bytes
 
@@ -194,7 +194,7 @@ def ensure_class_images(backbone, class_noun: str, n: int, seed: int, root: str 
         if ok():
             return folder
 
-        def fill(tmp: Path) -> None:
+        with atomic_dir(folder) as tmp:
             prompt = class_prompt(class_noun)
             lines = []
             for i, im in enumerate(backbone.sample([prompt] * n, seed=seed, batch_size=batch_size)):
@@ -203,8 +203,6 @@ def ensure_class_images(backbone, class_noun: str, n: int, seed: int, root: str 
                 lines.append(json.dumps({"file_name": fn, "text": prompt}))
             (tmp / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
             (tmp / ".class_images.json").write_text(json.dumps(marker) + "\n")
-
-        write_folder(folder, fill)
     log.info("generated %d class images of %r with the base model: %s", n, class_noun, folder)
     return folder
 

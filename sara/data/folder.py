@@ -28,27 +28,6 @@ from .domain import to_tensor
 METADATA = "metadata.jsonl"
 
 
-def write_folder(final: str | os.PathLike, fill) -> Path:
-    """Build a folder atomically: ``fill(tmp)`` writes into a temporary sibling, which then replaces
-    ``final`` (an old ``final`` is removed), so a kill leaves the old folder or the new one."""
-    import shutil
-    import uuid
-
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
 class DatasetError(ValueError):
     """A dataset folder that cannot be used; the message names the path (and line / key)."""
 

@@ -44,7 +44,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .folder import DatasetError, write_folder
+from sara.io import atomic_dir
+
+from .folder import DatasetError
 from .styles import png_bytes
 from .procedural import (BACKGROUND, BACKGROUND_JITTER, MARGIN, SceneObject, composite, coverage_mask,
                          downsample, inside_shape, render, sample_scene, scene_rng, to_uint8)
@@ -175,14 +177,12 @@ def write_subjects(root: str | os.PathLike, seed: int = 0, names: Sequence[str] 
     for name in (SUBJECT_NAMES if names is None else names):
         spec = _check_subject(name)
 
-        def fill(tmp: Path, name=name, spec=spec) -> None:
+        with atomic_dir(root / name) as tmp:
             for i in range(n_images):
                 (tmp / f"{i:02d}.png").write_bytes(png_bytes(subject_image(name, i, seed)))
             (tmp / CLASS_FILE).write_text(spec.class_noun + "\n", encoding="utf-8")
             (tmp / MARKER).write_text(json.dumps({"name": name, "seed": int(seed), "count": n_images,
                                                   "version": SUBJECTS_VERSION}, sort_keys=True) + "\n")
-
-        write_folder(root / name, fill)
         out[name] = root / name
     return out
 
