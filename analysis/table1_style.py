@@ -44,7 +44,36 @@ def build(df, quality="clip_score", methods=None):
     return style_long(d, quality)
 
 
-def sections_for(long, quality):
+BASE_LABEL = "Pre-trained (no fine-tuning)"
+
+
+def split_base(df):
+    """The rows of the ``style--base`` runs (the pre-trained model sampled with the style prompts,
+    ``train.steps=0``) and the others."""
+    is_base = df["variant"].astype(str).eq("base") if "variant" in df else pd.Series(False, index=df.index)
+    return df[is_base], df[~is_base]
+
+
+def base_long(base_df, quality):
+    """Seed means (and stds) of the base runs per backbone × dataset, with their Mean column."""
+    if base_df.empty or not has_metric(base_df, "fid", quality):
+        return pd.DataFrame()
+    b = mean_over_seeds(base_df, ["backbone", "dataset"], ["fid", quality])
+    means = [{"backbone": bb, "dataset": MEAN, "fid": g["fid"].mean(), quality: g[quality].mean(),
+              "n_seeds": int(g["n_seeds"].min())}
+             for bb, g in b.groupby("backbone") if set(DATASETS) <= set(g["dataset"])]
+    return pd.concat([b, pd.DataFrame(means)], ignore_index=True) if means else b
+
+
+def cell(row, col, nd):
+    """``mean ± std`` over seeds (a std needs two seeds), else the mean."""
+    v = row.get(col, np.nan)
+    sd = row.get(f"{col}_std", np.nan)
+    text = fmt(v, nd)
+    return f"{text} ± {fmt(sd, nd)}" if text != "–" and isinstance(sd, float) and np.isfinite(sd) else text
+
+
+def sections_for(long, quality, base=None):
     q = QUALITY_LABEL.get(quality, quality)
     ds = [x for x in DATASETS if x in set(long["dataset"])] + \
         sorted(set(long["dataset"]) - set(DATASETS) - {MEAN}) + ([MEAN] if MEAN in set(long["dataset"]) else [])
@@ -65,6 +94,11 @@ def sections_for(long, quality):
                 row_vals.append(float(v.iloc[0]) if len(v) else np.nan)
             values.append(row_vals)
         values = np.array(values, dtype=float).reshape(len(rows), len(cols))
+        texts = []
+        for i, (_, r) in enumerate(rows.iterrows()):
+            sel = g[(g["budget"] == r["budget"]) & (g["method"] == r["method"])].set_index("dataset")
+            texts.append([cell(sel.loc[d], c, 3 if quality == "bvqa" and c == quality else 2) if d in sel.index
+                          else "–" for d, c, _ in cols])
         marks = np.zeros_like(values, dtype=bool)
         for bu in dict.fromkeys(rows["budget"]):
             idx = np.flatnonzero((rows["budget"] == bu).to_numpy())
@@ -72,9 +106,14 @@ def sections_for(long, quality):
                 continue
             for j, (_, c, lower) in enumerate(cols):
                 marks[idx, j] = best_mask(list(values[idx, j]), lower)
+        bb_base = base[base["backbone"] == bb].set_index("dataset") if base is not None and len(base) else None
+        if bb_base is not None and len(bb_base):  # reference row: outside VLHI and the bold marks
+            cells.append(["–", BASE_LABEL] + [cell(bb_base.loc[d], c, 3 if quality == "bvqa" and c == quality else 2)
+                                              if d in bb_base.index and c != "vlhi" else "–" for d, c, _ in cols])
+            bold.append([False] * (2 + len(cols)))
+            mids = [m + 1 for m in mids] + [1]
         for i, (_, r) in enumerate(rows.iterrows()):
-            cells.append([str(r["budget"]), method_label(r["method"])] +
-                         [fmt(v, 3 if quality == "bvqa" and cols[j][1] == quality else 2) for j, v in enumerate(values[i])])
+            cells.append([str(r["budget"]), method_label(r["method"])] + texts[i])
             bold.append([False, False] + list(marks[i]))
         header = ["budget", "method"] + [f"{d} {'FID' if c == 'fid' else (q if c == quality else 'VLHI')}"
                                          for d, c, _ in cols]
@@ -91,7 +130,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     out = out_dir(args.out)
     name = args.name or ("table1_style" if args.quality == "clip_score" else "table6_bvqa")
-    df = rows_of(load(args.results), args.experiment or "style")
+    base_df, df = split_base(rows_of(load(args.results), args.experiment or "style"))
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     if df.empty or not has_metric(df, "fid", args.quality):
         return write_missing(out, name, f"no `style` runs with FID and {args.quality} in the results table")
@@ -99,7 +138,7 @@ def main(argv=None):
     if long.empty:
         return write_missing(out, name, "no complete (FID, quality) pairs among the selected methods")
     long.to_csv(out / f"{name}.csv", index=False)
-    secs = sections_for(long, args.quality)
+    secs = sections_for(long, args.quality, base_long(base_df, args.quality))
     for s in secs:  # LaTeX: dataset names in the grouped header, short metric names below
         s["header_tex"] = s.pop("latex_header")
     files = [out / f"{name}.csv"]
@@ -134,7 +173,9 @@ def _write(out, name, secs, quality):
     q = QUALITY_LABEL.get(quality, quality)
     title = "Table 6 — style fine-tuning with B-VQA" if quality == "bvqa" else "Table 1 — style fine-tuning"
     md = [f"# {title}", f"FID ↓, {q} ↑, VLHI ↑ (SPEC Eq. 8, within each backbone × dataset over all methods "
-                        f"and budgets; Mean = VLHI of each row's mean FID and mean {q}). Best per budget in bold."]
+                        f"and budgets, from seed means; Mean = VLHI of each row's mean FID and mean {q}). Cells: mean "
+                        f"± std over seeds where there are several. Best per budget in bold. The pre-trained row "
+                        f"(`style--base` runs) is a reference outside VLHI."]
     tex = []
     for s in secs:
         md.append(f"## {s['title']}")

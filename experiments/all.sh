@@ -11,5 +11,5 @@ for e in style bvqa ablation threshold hyper pruning migration backbone analysis
   bash "$e.sh" "$@" || status=$?
   echo "experiment $e: $(( $(date +%s) - start )) s (exit status so far: $status)"
 done
-bash report.sh || status=$?
+bash report.sh --collect outputs/runs --write-docs || status=$?
 exit $status

@@ -1,16 +1,39 @@
 #!/usr/bin/env bash
-# Every figure and table from the runs that exist now (no training): the results table, each
-# analysis module, the comparison with the paper, the claims report and the audit of the paper's
-# VLHI cells. Experiments not run yet get a "No results yet" note instead of a figure.
-#   bash experiments/report.sh [RUNS_ROOT] [OUT_DIR]      # defaults: outputs/runs outputs/analysis
-# The results table is written to OUT_DIR/results.csv (+ results_failed.csv).
+# Every figure and table from the committed results table (no training): each analysis module,
+# the comparison with the paper, the claims report and the audit of the paper's VLHI cells.
+# Experiments with no runs get a "No results yet" note instead of a figure.
+#   bash experiments/report.sh                         # results/embedded/runs.csv -> outputs/analysis
+#   bash experiments/report.sh --collect outputs/runs  # first add the finished runs under that root to the table
+#   bash experiments/report.sh --write-docs            # also refresh the docs' generated tables and claims.json
+#   bash experiments/report.sh --check                 # exit 1 if a committed docs table or claims.json differs
+#                                                      # from its regeneration (nothing is written)
+#   bash experiments/report.sh --results T.csv --out DIR   # another table / output folder
 set -uo pipefail
 cd "$(dirname "$0")/.."
-root=${1:-outputs/runs}
-out=${2:-outputs/analysis}
-table="$out/results.csv"
+table=results/embedded/runs.csv
+claims_json=results/embedded/claims.json
+docs=(docs/results.md)
+out=outputs/analysis
+collect="" mode=""
+while (( $# )); do
+  case "$1" in
+    --collect) collect=${2:?--collect needs a runs root}; shift 2 ;;
+    --write-docs|--check) mode=$1; shift ;;
+    --results) table=${2:?--results needs a CSV}; shift 2 ;;
+    --out) out=${2:?--out needs a folder}; shift 2 ;;
+    *) echo "report.sh: unknown argument $1 (see the header of experiments/report.sh)" >&2; exit 2 ;;
+  esac
+done
+if [[ -n $collect ]]; then
+  [[ $mode == --check ]] && { echo "report.sh: --check compares, it does not collect" >&2; exit 2; }
+  python -m sara.results --root "$collect" --csv "$table" --merge || exit $?
+fi
+[[ -f $table ]] || { echo "report.sh: no results table at $table (make it: bash experiments/report.sh --collect outputs/runs)" >&2; exit 2; }
+if [[ $mode == --check ]]; then
+  out=$(mktemp -d)
+  trap 'rm -rf "$out"' EXIT
+fi
 status=0
-python -m sara.results --root "$root" --csv "$table" || exit $?
 run() { python -m "analysis.$1" "${@:2}" || status=$?; }  # run MODULE [options]
 run fig2_pruning          --results "$table" --out "$out/pruning"
 run fig3_migration        --results "$table" --out "$out/migration"
@@ -31,4 +54,14 @@ run table10_amplification --results "$table" --out "$out/analysis"
 run compare_paper         --results "$table" --out "$out/compare"
 run claims                --results "$table" --out "$out/claims"
 run audit_paper_vlhi      --out "$out/audit"
+case $mode in
+  --write-docs)
+    python -m analysis.docs_tables --analysis "$out" --docs "${docs[@]}" --write || status=$?
+    cp "$out/claims/claims.json" "$claims_json" || status=$? ;;
+  --check)
+    python -m analysis.docs_tables --analysis "$out" --docs "${docs[@]}" --check || status=1
+    if ! cmp -s "$out/claims/claims.json" "$claims_json"; then
+      echo "$claims_json differs from its regeneration (bash experiments/report.sh --write-docs)" >&2; status=1
+    fi ;;
+esac
 exit $status

@@ -44,6 +44,7 @@ __all__ = [
     "record_to_row",
     "load_results",
     "load_failed",
+    "merge_tables",
     "read_table",
     "write_table",
     "decode",
@@ -382,6 +383,22 @@ def load_failed(root: str | Path = "outputs/runs", experiment: str | None = None
 # --------------------------------------------------------------------------- table files
 
 
+def merge_tables(old, new, root: str | Path):
+    """``new`` (runs found under ``root``; run_dir made relative to it) plus the rows of ``old``
+    whose run_dir is not among them, sorted by run_dir: the same runs give the same table."""
+    import pandas as pd
+
+    new = new.copy()
+    root = Path(root).resolve()
+    new["run_dir"] = [Path(d).resolve().relative_to(root).as_posix() if Path(d).resolve().is_relative_to(root) else d
+                      for d in new["run_dir"]]
+    if old is not None and len(old):
+        old = old[~old["run_dir"].isin(set(new["run_dir"]))]
+        new = pd.concat([old, new], ignore_index=True) if len(new) else old
+    cols = [c for c in CANONICAL if c in new] + sorted(c for c in new if c not in CANONICAL)
+    return new[cols].sort_values("run_dir", kind="stable").reset_index(drop=True)
+
+
 def write_table(df, path: str | Path) -> Path:
     """Write ``df`` as CSV (``.csv``) or parquet (``.parquet``/``.pq``, needs pyarrow)."""
     path = Path(path)
@@ -444,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parquet", help="write the results table as parquet here (needs pyarrow)")
     ap.add_argument("--failed-csv", help="write the failed runs here (default: next to --csv as *_failed.csv)")
     ap.add_argument("--experiment", help="only this experiment id")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of an existing --csv whose run is not under --root now (the committed "
+                         "results table gathers runs from several machines); run_dir is stored relative to --root")
     args = ap.parse_args(argv)
 
     root = Path(args.root)
@@ -456,6 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         failed = load_failed(root, args.experiment)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
+    if args.merge:
+        if not args.csv:
+            ap.error("--merge needs --csv")
+        df = merge_tables(read_table(args.csv) if Path(args.csv).is_file() else None, df, root)
     if args.csv:
         write_table(df, args.csv)
     if args.parquet:

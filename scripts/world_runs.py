@@ -1,4 +1,4 @@
-"""Shared by the embedded-world measurement scripts (``measure_fid_noise.py``, ``learnability.py``):
+"""Helpers of the embedded-world measurement script ``measure_fid_noise.py``:
 run one ``run.py`` job into a given directory and read its record; embedded FID of the first N
 samples of a run.
 

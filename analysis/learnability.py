@@ -1,0 +1,100 @@
+"""Learnability of the style sets (not a paper table): per set and schedule, the embedded FID of
+the base model, of full fine-tuning and of SaRA at 50M (mean ± std over seeds), and whether both
+fine-tuned FIDs are at least ``--target`` (25%) below the base's. Rows are kept apart by training
+steps and learning rate, so a longer schedule or another rate is its own row, never averaged in.
+
+Reads the `learnability` rows (``learnability--base``: the pre-trained model, ``train.steps=0``).
+Writes ``learnability.{md,csv}``.
+
+    python -m analysis.learnability --results results.csv --out outputs/analysis/learnability
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .common import DATASETS, arg_parser, fmt, load, markdown_table, num, out_dir, rows_of, write_missing
+
+METHODS = {("full", "none"): "full fine-tuning", ("sara", "50M"): "SaRA 50M"}
+
+
+def parser():
+    ap = arg_parser(__doc__.split("\n\n")[0], "outputs/analysis/learnability")
+    ap.add_argument("--target", type=float, default=0.25, help="required relative FID reduction vs the base")
+    return ap
+
+
+def _agg(g: pd.DataFrame) -> dict:
+    f = num(g, "fid").dropna()
+    return {"fid": f.mean(), "fid_std": f.std(ddof=1) if len(f) > 1 else np.nan, "n_seeds": len(f),
+            "seeds": ",".join(str(int(s)) for s in sorted(num(g, "seed").dropna()))}
+
+
+def build(df: pd.DataFrame, target: float = 0.25) -> pd.DataFrame:
+    """One row per (backbone, dataset, method, steps, lr): FID over seeds, the base's, the reduction."""
+    df = df[num(df, "fid").notna()].copy()
+    is_base = df["variant"].astype(str).eq("base")
+    base = {k: _agg(g) for k, g in df[is_base].groupby(["backbone", "dataset"])}
+    rows = []
+    ft = df[~is_base & (num(df, "steps") > 0)].copy()
+    ft["budget"] = ft["budget"].astype(str)
+    for (bb, ds, me, bu, steps, lr), g in ft.groupby(["backbone", "dataset", "method", "budget", "steps", "lr"],
+                                                    dropna=False):
+        if (me, bu) not in METHODS:
+            continue
+        b = base.get((bb, ds), {"fid": np.nan, "fid_std": np.nan})
+        r = {"backbone": bb, "dataset": ds, "method": me, "budget": bu, "steps": steps, "lr": lr, **_agg(g),
+             "base_fid": b["fid"], "base_fid_std": b["fid_std"]}
+        r["reduction"] = 1 - r["fid"] / r["base_fid"] if np.isfinite(r["base_fid"]) else np.nan
+        r["learned"] = bool(np.isfinite(r["reduction"]) and r["reduction"] >= target)
+        rows.append(r)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    order = {d: i for i, d in enumerate(DATASETS)}
+    return out.sort_values(["backbone", "dataset", "steps", "method", "lr"],
+                           key=lambda s: s.map(order).fillna(99) if s.name == "dataset" else s).reset_index(drop=True)
+
+
+def _rate(lr) -> str:
+    v = pd.to_numeric(lr, errors="coerce")
+    return f"{v:.2g}" if np.isfinite(v) else str(lr)
+
+
+def _pm(v, sd) -> str:
+    return fmt(v, 0) + (f" ± {fmt(sd, 0)}" if np.isfinite(sd) else "")
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    out = out_dir(args.out)
+    name = "learnability"
+    df = rows_of(load(args.results), args.experiment or "learnability")
+    t = build(df, args.target) if len(df) and "fid" in df else pd.DataFrame()
+    if t.empty:
+        return write_missing(out, name, "no `learnability` runs with FID in the results table")
+    t.to_csv(out / f"{name}.csv", index=False)
+    cells = [[r.backbone, r.dataset, METHODS[(r.method, r.budget)], fmt(r.steps), _rate(r.lr),
+              f"{r.seeds}", _pm(r.base_fid, r.base_fid_std), _pm(r.fid, r.fid_std),
+              f"{-100 * r.reduction:+.0f}%" if np.isfinite(r.reduction) else "–", "yes" if r.learned else "no"]
+             for r in t.itertuples()]
+    verdict = []
+    for (bb, st), g in t.groupby(["backbone", "steps"]):
+        # a set is learnable at a schedule when each method, at its best rate tried, is >= target below the base
+        ok = [ds for ds, gd in g.groupby("dataset", sort=False)
+              if set(gd["method"]) >= {m for m, _ in METHODS} and gd.groupby("method")["learned"].any().all()]
+        verdict.append(f"{bb} at {fmt(st)} steps: {len(ok)}/{g['dataset'].nunique()} sets learnable by both methods"
+                       f" ({', '.join(ok) or 'none'})")
+    md = [f"# Learnability of the style sets",
+          f"Embedded FID against each style set (100 evaluation prompts), mean ± std over the seeds listed; "
+          f"a set is learnable at a schedule when full fine-tuning and SaRA 50M each lower the base's FID "
+          f"by at least {args.target:.0%}.",
+          markdown_table(cells, ["backbone", "set", "method", "steps", "lr", "seeds", "base FID", "FID",
+                                 "change", f"≥ {args.target:.0%} lower"]),
+          "\n".join(f"- {v}" for v in verdict)]
+    (out / f"{name}.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
+    return [out / f"{name}.md", out / f"{name}.csv"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The committed results and the documents generated from them: `experiments/report.sh --check`
+passes on the committed files and fails on a table edited by hand; `sara.results --merge` gathers
+runs into the committed table without losing rows of runs that are not on this machine."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import docs_tables
+from sara.results import main as results_main
+
+REPO = Path(__file__).resolve().parent.parent
+
+DOC = """# Results
+Some prose.
+
+<!-- generated: style/table1_style.md -->
+old table
+<!-- /generated -->
+
+<!-- generated: pruning/fig2_pruning.md -->
+<!-- /generated -->
+"""
+
+
+def _analysis(tmp_path: Path, table: str = "| a | b |\n|---|---|\n| 1 | 2 |\n") -> Path:
+    out = tmp_path / "analysis"
+    (out / "style").mkdir(parents=True)
+    (out / "style" / "table1_style.md").write_text(table, encoding="utf-8")
+    return out
+
+
+def test_write_fills_blocks_and_check_then_passes(tmp_path):
+    out, doc = _analysis(tmp_path), tmp_path / "results.md"
+    doc.write_text(DOC, encoding="utf-8")
+    assert docs_tables.main(["--analysis", str(out), "--docs", str(doc), "--check"]) == 1
+    assert docs_tables.main(["--analysis", str(out), "--docs", str(doc), "--write"]) == 0
+    text = doc.read_text(encoding="utf-8")
+    assert "| 1 | 2 |" in text and "old table" not in text and "Some prose." in text
+    assert docs_tables.missing_note("pruning/fig2_pruning.md") in text  # no file: a note, not a stale table
+    assert docs_tables.main(["--analysis", str(out), "--docs", str(doc), "--check"]) == 0
+
+
+@pytest.mark.parametrize("tamper", [lambda t: t.replace("| 1 | 2 |", "| 1 | 3 |"),  # a number edited by hand
+                                    lambda t: t.replace("Some prose.", "Some prose.\n\n<!-- generated: x/y.md -->\n"
+                                                        "| made up |\n<!-- /generated -->")])
+def test_check_fails_on_a_tampered_document(tmp_path, tamper, capsys):
+    out, doc = _analysis(tmp_path), tmp_path / "results.md"
+    doc.write_text(DOC, encoding="utf-8")
+    docs_tables.main(["--analysis", str(out), "--docs", str(doc), "--write"])
+    doc.write_text(tamper(doc.read_text(encoding="utf-8")), encoding="utf-8")
+    assert docs_tables.main(["--analysis", str(out), "--docs", str(doc), "--check"]) == 1
+    assert "differ from their regeneration" in capsys.readouterr().err
+
+
+def test_block_source_must_stay_inside_the_analysis_folder(tmp_path):
+    with pytest.raises(ValueError, match="inside the analysis folder"):
+        docs_tables.regenerate("<!-- generated: ../secret.md -->\n<!-- /generated -->", tmp_path)
+
+
+def _run(root: Path, rel: str, fid: float) -> None:
+    d = root / rel
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps({"status": "complete", "metrics": {"fid": fid}, "seed": 0}))
+
+
+def test_merge_keeps_rows_of_runs_not_here_and_replaces_reruns(tmp_path):
+    a, b, table = tmp_path / "machine_a", tmp_path / "machine_b", tmp_path / "runs.csv"
+    _run(a, "style/tiny/Cyberpunk/sara/50M/seed0", 10.0)
+    _run(a, "style/tiny/Cyberpunk/sara/50M/seed1", 11.0)
+    assert results_main(["--root", str(a), "--csv", str(table), "--merge"]) == 0
+    _run(b, "style/tiny/Cyberpunk/sara/50M/seed1", 12.0)  # rerun elsewhere: replaces the row
+    _run(b, "style/tiny/Cyberpunk/sara/50M/seed2", 13.0)
+    assert results_main(["--root", str(b), "--csv", str(table), "--merge"]) == 0
+    df = pd.read_csv(table)
+    assert list(df["run_dir"]) == [f"style/tiny/Cyberpunk/sara/50M/seed{s}" for s in (0, 1, 2)]  # relative, sorted
+    assert list(df["fid"]) == [10.0, 12.0, 13.0]
+    first = table.read_bytes()
+    assert results_main(["--root", str(b), "--csv", str(table), "--merge"]) == 0
+    assert table.read_bytes() == first  # the same runs give the same file
+
+
+def test_committed_docs_match_the_committed_results():
+    """What CI checks: every generated table of the docs and claims.json regenerate unchanged
+    from results/embedded/runs.csv (about a minute: every analysis module runs)."""
+    r = subprocess.run(["bash", str(REPO / "experiments" / "report.sh"), "--check"], capture_output=True, text=True,
+                       cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_learnability_table_keeps_schedules_apart_and_needs_both_methods(tmp_path):
+    from analysis import learnability
+
+    rows = []
+    for seed, (base, full, sara) in enumerate([(1000, 700, 700), (1010, 720, 720), (990, 710, 740)]):
+        common = {"experiment": "learnability", "backbone": "tiny", "dataset": "Cyberpunk", "seed": seed}
+        rows += [{**common, "variant": "base", "method": "full", "budget": "none", "steps": 0, "lr": "eq12", "fid": base},
+                 {**common, "variant": "", "method": "full", "budget": "none", "steps": 900, "lr": 1e-3, "fid": full},
+                 {**common, "variant": "", "method": "sara", "budget": "50M", "steps": 900, "lr": 4e-4, "fid": sara},
+                 {**common, "variant": "", "method": "full", "budget": "none", "steps": 300, "lr": 1e-3, "fid": 990.0}]
+    rows.append({"experiment": "learnability", "variant": "", "backbone": "tiny", "dataset": "Hornify", "seed": 0,
+                 "method": "full", "budget": "none", "steps": 900, "lr": 1e-3, "fid": 100.0})  # no SaRA run
+    table = tmp_path / "r.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    learnability.main(["--results", str(table), "--out", str(tmp_path / "o")])
+    t = pd.read_csv(tmp_path / "o" / "learnability.csv")
+    full900 = t[(t["method"] == "full") & (t["steps"] == 900) & (t["dataset"] == "Cyberpunk")].iloc[0]
+    assert full900["fid"] == pytest.approx(710) and full900["base_fid"] == pytest.approx(1000)
+    assert full900["n_seeds"] == 3 and bool(full900["learned"])
+    assert not t[(t["steps"] == 300)]["learned"].any()  # 1% below: not learned, and not averaged with 900
+    md = (tmp_path / "o" / "learnability.md").read_text()
+    assert "tiny at 900 steps: 1/2 sets learnable by both methods (Cyberpunk)" in md  # Hornify lacks SaRA
