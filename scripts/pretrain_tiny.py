@@ -88,8 +88,10 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--save-dtype", default="auto", choices=["auto", "fp32", "fp16"],
-                   help="weights as saved (auto: fp16 for tiny_sd2/sdxl/sd3, to ship each under 30 MB; fp32 "
-                        "otherwise); validation and prompt following are measured on the weights as saved")
+                   help="denoiser and VAE weights as saved (auto: fp16 for tiny_sd2/sdxl/sd3, to ship each under "
+                        "30 MB; fp32 otherwise). Text encoders stay fp32: diffusers loads fp16 weights as fp32, "
+                        "transformers keeps their dtype, and a pipeline needs one dtype. Validation and prompt "
+                        "following are measured on the weights as saved")
     p.add_argument("--eval-prompts", type=int, default=0,
                    help="after training, sample this many held-out eval prompts and record prompt-following accuracy")
     p.add_argument("--log-every", type=int, default=100)
@@ -178,6 +180,13 @@ def prompt_following(bb, n: int, batch_size=100, seed=0) -> dict:
     out = prompt_following_accuracy(images, prompts)[0]
     out["bvqa"] = embedded_bvqa(images, prompts, str(bb.device))
     return out
+
+
+def half_modules(bb, save_dtype: str) -> list:
+    """The modules saved in fp16: the diffusers models (denoiser, VAE) when ``save_dtype`` is fp16."""
+    if save_dtype != "fp16":
+        return []
+    return [m for m in bb.modules().values() if type(m).__module__.startswith("diffusers.")]
 
 
 def build_world(args, arch, vae):
@@ -361,10 +370,10 @@ def main(argv=None):
         ema.copy_to()
     for m in trained.values():
         m.eval()
-        if args.save_dtype == "fp16":  # measure what ships: the weights rounded to fp16
-            with torch.no_grad():
-                for p_ in m.parameters():
-                    p_.copy_(p_.half().float())
+    for m in half_modules(bb, args.save_dtype):  # measure what ships: those weights rounded to fp16
+        with torch.no_grad():
+            for p_ in m.parameters():
+                p_.copy_(p_.half().float())
     print(f"trained {step} steps in {wall:.1f}s; final loss (smoothed) {ema_loss:.4f}", flush=True)
 
     # held-out validation loss of the saved weights (fixed batch, fixed noise)
@@ -405,9 +414,8 @@ def main(argv=None):
         manifest["prompt_following"] = pf
         print("prompt following:", json.dumps(pf), flush=True)
     bb.to("cpu")
-    if args.save_dtype == "fp16":
-        for m in bb.modules().values():
-            torch.nn.Module.to(m, torch.float16)  # (diffusers' own .to warns about casting)
+    for m in half_modules(bb, args.save_dtype):
+        torch.nn.Module.to(m, torch.float16)  # (diffusers' own .to warns about casting)
     atomic_save(bb, Path(args.out), manifest)
     size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
     print(f"saved {args.out} ({size / 1e6:.1f} MB)", flush=True)

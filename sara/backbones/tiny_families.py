@@ -73,7 +73,9 @@ WORLDS = {
                           {**_TEXT, "hidden_act": "gelu"}],
         "t5": {"d_model": 192, "d_kv": 32, "d_ff": 512, "num_layers": 2, "num_heads": 6,
                "feed_forward_proj": "gated-gelu", "relative_attention_num_buckets": 32,
-               "relative_attention_max_distance": 64},
+               "relative_attention_max_distance": 64,
+               # no dropout: it would draw from the global RNG and break bit-exact resume
+               "dropout_rate": 0.0},
         "transformer": {"sample_size": 16, "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 12,
                         "attention_head_dim": 32, "num_attention_heads": 4, "caption_projection_dim": 128,
                         "pos_embed_max_size": 16},
