@@ -11,9 +11,10 @@
 # The tiny SD 2 / SDXL / SD 3 backbones (sara/backbones/tiny_families.py), one GPU call of ~7 min:
 #   STAGES="vae families" bash scripts/pretrain_world.sh
 # "families" = vae16 (SD 3's 16-channel VAE, beside the VAE stage) then tiny_sd2, tiny_sdxl and
-# tiny_sd3 side by side on the one GPU (FAMILY_S seconds of training each, 4 loader workers each;
-# PARALLEL=0 runs them one after the other). tiny_sd2 / tiny_sdxl use outputs/pretrain/vae,
-# tiny_sd3 outputs/pretrain/vae16; each writes sara/zoo/<name> (fp16, manifest with prompt following).
+# tiny_sd3 side by side on the one GPU (FAMILY_S seconds of training each, FAMILY_WORKERS loader
+# workers each; PARALLEL=0 runs them one after the other, e.g. one per call with more FAMILY_S).
+# tiny_sd2 / tiny_sdxl use outputs/pretrain/vae, tiny_sd3 outputs/pretrain/vae16; each writes
+# sara/zoo/<name> (denoiser and VAE in fp16; manifest with prompt following).
 #
 # Outputs: outputs/pretrain/vae (AutoencoderKL + manifest.json, copied into the pipeline),
 # sara/zoo/tiny_latent (StableDiffusionPipeline folder + manifest.json: command, seeds, steps,
@@ -28,6 +29,7 @@ STAGES=${STAGES/families/vae16 tiny_sd2 tiny_sdxl tiny_sd3}
 FAMILY_S=${FAMILY_S:-240}    # seconds of training per tiny SD 2 / SDXL / SD 3 backbone
 PARALLEL=${PARALLEL:-1}
 FAMILY_BATCH=${FAMILY_BATCH:-512}
+FAMILY_WORKERS=${FAMILY_WORKERS:-5}   # loader workers per backbone (rendering 64 px images is ~2 ms each on one core)
 EVAL_PROMPTS=${EVAL_PROMPTS:-500}
 fbudget=(--time-budget "$FAMILY_S"); [[ -n "${FAMILY_STEPS:-}" ]] && fbudget=(--steps "$FAMILY_STEPS")  # a fixed schedule
 VAE_S=${VAE_S:-100}          # seconds of VAE training (a cap; --steps sets the schedule)
@@ -49,7 +51,7 @@ family_stage() {  # world, vae folder
   local world=$1 vae=$2
   resume=(); [[ -n "${RESUME:-}" && -f $OUT/${world}_ckpt/state.pt ]] && resume=(--resume "$OUT/${world}_ckpt")
   python scripts/pretrain_tiny.py --world "$world" --vae "$vae" --device "$DEVICE" --out "sara/zoo/$world" \
-    --ckpt "$OUT/${world}_ckpt" "${resume[@]}" "${fbudget[@]}" --batch-size "$FAMILY_BATCH" --lr 1e-3 --workers 4 \
+    --ckpt "$OUT/${world}_ckpt" "${resume[@]}" "${fbudget[@]}" --batch-size "$FAMILY_BATCH" --lr 1e-3 --workers "$FAMILY_WORKERS" \
     --eval-prompts "$EVAL_PROMPTS" --no-progress --log-every 200
 }
 # run "$@" now (PARALLEL=0) or in the background, logging to $OUT/<name>.log; `finish` waits for all

@@ -285,3 +285,15 @@ def test_smoke_run_on_a_random_init_folder(world, folders, data_root, tmp_path):
     from PIL import Image
 
     assert Image.open(run_dir / "samples/00001.png").size == (64, 64)
+
+
+def test_lora_targets_the_joint_attention_of_tiny_sd3():
+    from sara.backbones import build_denoiser_from_config
+    from sara.budget import instantiate_method
+
+    den = build_denoiser_from_config("tiny_sd3", device="meta")
+    for name in ("lora", "dora"):
+        layers = [n for n, _ in instantiate_method(name).target_layers(den)]
+        suffixes = {n.rsplit(".", 1)[-1] for n in layers}
+        assert {"to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"} <= suffixes, name
+        assert sum(n.endswith("to_out.0") for n in layers) == den.config.num_layers

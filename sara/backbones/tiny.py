@@ -122,7 +122,8 @@ def domain_words() -> list[str]:
     return sorted(words)
 
 
-def _merge(arch: dict, overrides: dict | None) -> dict:
+def merge_arch(arch: dict, overrides: dict | None) -> dict:
+    """``arch`` with ``overrides`` applied in place: per part, dicts update, anything else replaces."""
     for k, v in (overrides or {}).items():
         if isinstance(v, dict) and isinstance(arch.get(k), dict):
             arch[k].update(v)
@@ -135,7 +136,7 @@ def tiny_config(overrides: dict | None = None, world: str = "tiny") -> dict:
     """The architecture of ``world`` (``tiny`` | ``tiny_latent``) with ``overrides`` applied."""
     if world not in WORLDS:
         raise ValueError(f"unknown tiny world {world!r}; known: {sorted(WORLDS)}")
-    return _merge(_merge(copy.deepcopy(TINY_ARCH), WORLDS[world][0]), overrides)
+    return merge_arch(merge_arch(copy.deepcopy(TINY_ARCH), WORLDS[world][0]), overrides)
 
 
 def build_vae(vae_arch: dict, seed: int = 0):

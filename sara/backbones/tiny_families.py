@@ -27,7 +27,7 @@ import json
 import string
 from pathlib import Path
 
-from .tiny import TINY_ARCH, TINY_LATENT_OVERRIDES, ZOO, domain_words
+from .tiny import TINY_ARCH, TINY_LATENT_OVERRIDES, ZOO, domain_words, merge_arch
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "backbone"
 
@@ -90,13 +90,7 @@ def world_arch(world: str, overrides: dict | None = None) -> dict:
     """The architecture of ``world`` with ``overrides`` (per part: dicts update, lists replace)."""
     if world not in WORLDS:
         raise ValueError(f"unknown tiny world {world!r}; the tiny SD 2 / SD 3 / SDXL worlds are {sorted(WORLDS)}")
-    arch = copy.deepcopy(WORLDS[world])
-    for k, v in (overrides or {}).items():
-        if isinstance(v, dict) and isinstance(arch.get(k), dict):
-            arch[k].update(v)
-        else:
-            arch[k] = copy.deepcopy(v)
-    return arch
+    return merge_arch(copy.deepcopy(WORLDS[world]), overrides)
 
 
 def world_config(world: str) -> dict:
