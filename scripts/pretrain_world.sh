@@ -8,7 +8,8 @@
 #   STAGES="vae unet" bash scripts/pretrain_world.sh   # some stages (vae | unet | clip | validate)
 #   DEVICE=cpu VAE_S=60 UNET_S=60 bash scripts/pretrain_world.sh   # a (much weaker) CPU run
 #
-# The tiny SD 2 / SDXL / SD 3 backbones (sara/backbones/tiny_families.py), one GPU call of ~7 min:
+# The tiny SD 2 / SDXL / SD 3 backbones (sara/backbones/tiny_families.py), sized for one GPU call
+# of under 10 minutes (VAE_S + FAMILY_S + start-up and validation; not yet timed on a GPU):
 #   STAGES="vae families" bash scripts/pretrain_world.sh
 # "families" = vae16 (SD 3's 16-channel VAE, beside the VAE stage) then tiny_sd2, tiny_sdxl and
 # tiny_sd3 side by side on the one GPU (FAMILY_S seconds of training each, FAMILY_WORKERS loader

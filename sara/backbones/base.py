@@ -220,7 +220,8 @@ class Backbone:
         name = self.scheduler_config.get("_class_name")
         if not name or name == type(self.noise_scheduler).__name__:
             return self.noise_scheduler
-        return getattr(diffusers, name).from_config(self.scheduler_config)
+        extra = {} if self.prediction_type == "flow_matching" else {"prediction_type": self.prediction_type}
+        return getattr(diffusers, name).from_config(self.scheduler_config, **extra)
 
     # ------------------------------------------------------------ subclass hooks -----------
     def encode_prompt(self, prompts: Sequence[str]) -> dict:
