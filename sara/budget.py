@@ -191,8 +191,9 @@ def tiny_denoiser(device: str = "cpu", dtype=None):
 
 
 def build_denoiser(backbone: str, random_init: bool = True, device: str = "cpu", dtype=None):
-    """The denoiser of ``backbone`` (sd15 | sd2 | sd3 | sdxl | tiny | a config path); random
-    initialisation unless ``random_init=False`` (only the tiny backbone ships weights)."""
+    """The denoiser of ``backbone`` (sd15 | sd2 | sd3 | sdxl | tiny | tiny_sd2 | tiny_sd3 | tiny_sdxl
+    | a config path); random initialisation unless ``random_init=False`` (the tiny backbones' zoo
+    weights)."""
     from sara.backbones import build_denoiser_from_config
 
     if backbone == "tiny":
@@ -202,6 +203,15 @@ def build_denoiser(backbone: str, random_init: bool = True, device: str = "cpu",
 
         return build_denoiser_from_config(TINY_ROOT, random_init=False, device=device, dtype=dtype)
     if not random_init:
+        from sara.backbones.tiny_families import WORLDS, pretrain_command
+
+        if backbone in WORLDS:  # SaRA's threshold depends on the weights: the pre-trained ones
+            root = WORLDS[backbone]["root"]
+            if not (root / "model_index.json").is_file():
+                raise SystemExit(f"--backbone {backbone}: the pre-trained weights are not in {root} yet (reproduce "
+                                 f"them with {pretrain_command(backbone)}); pass --random-init to match the "
+                                 "budgets on random weights")
+            return build_denoiser_from_config(root, random_init=False, device=device, dtype=dtype)
         raise SystemExit(f"--backbone {backbone}: only --random-init is supported here (a parameter "
                          "count needs no weights); pass --random-init")
     return build_denoiser_from_config(backbone, random_init=True, device=device, dtype=dtype)
@@ -267,7 +277,7 @@ def format_table(records: list[dict]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sara.budget", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backbone", required=True, help="sd15 | sd2 | sd3 | sdxl | tiny")
+    ap.add_argument("--backbone", required=True, help="sd15 | sd2 | sd3 | sdxl | tiny | tiny_sd2 | tiny_sd3 | tiny_sdxl")
     ap.add_argument("--random-init", action="store_true", help="build the architecture randomly initialised")
     ap.add_argument("--json", type=Path, help="write the records here")
     ap.add_argument("--budgets", default=",".join(DEFAULT_BUDGETS))

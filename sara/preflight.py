@@ -94,8 +94,8 @@ def check_weights(bcfg: Mapping) -> None:
     kind = bcfg.get("kind", "stable_diffusion")
     src = bcfg.get("pretrained") or bcfg.get("model_id")
     name = bcfg.get("name") or kind
-    if kind not in HUB_KINDS or (kind == "tiny" and not bcfg.get("pretrained")):
-        return  # the shipped tiny weights (sara/backbones/tiny.py reports a missing zoo), stand-ins
+    if kind not in HUB_KINDS or ((kind == "tiny" or bcfg.get("world")) and not bcfg.get("pretrained")):
+        return  # weights shipped in sara/zoo (the loader reports a missing zoo folder), stand-ins
     if not src:
         raise UsageError(f"backbone '{name}': set backbone.pretrained to a local diffusers folder")
     src = os.path.expanduser(str(src))

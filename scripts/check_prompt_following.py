@@ -34,7 +34,7 @@ TARGETS = {"colour_acc": 0.80, "shape_acc": 0.60}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backbone", default="tiny", choices=["tiny", "tiny_latent"], help="conf/backbone/<name>.yaml")
+    p.add_argument("--backbone", default="tiny", choices=["tiny", "tiny_latent", "tiny_sd2", "tiny_sdxl", "tiny_sd3"], help="conf/backbone/<name>.yaml")
     p.add_argument("--pretrained", default=None, help="backbone folder (default: the shipped sara/zoo/<backbone>)")
     p.add_argument("--n", type=int, default=500, help="first N eval prompts (default all 500)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: conf/backbone/tiny.yaml)")

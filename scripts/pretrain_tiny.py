@@ -10,6 +10,15 @@
 (``--vae``, written by ``scripts/pretrain_vae.py``) at 64 px; the output folder then holds vae/ too
 and loads with ``diffusers.StableDiffusionPipeline.from_pretrained``.
 
+``--world tiny_sd2 | tiny_sdxl | tiny_sd3`` (:mod:`sara.backbones.tiny_families`): the same loop on
+that family's classes and loss — SD 2's v-prediction (min-SNR weighted), SDXL's UNet with two text
+encoders and time ids (dropped prompts are zero conditioning), SD 3's transformer with the
+rectified-flow loss (logit-normal sigmas; ``--snr-gamma`` does not apply) and its three text
+encoders, all trained jointly with the denoiser. ``--vae``: the tiny_latent VAE (4 channels) for
+SD 2 / SDXL, the 16-channel one (``scripts/pretrain_vae.py --latent-channels 16``) for SD 3. The
+folder loads with ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` /
+``StableDiffusion3Pipeline``.
+
 What it trains: the tiny UNet2DConditionModel (pixel space, 32x32) jointly with its CLIPTextModel
 (from scratch), DDPM epsilon loss with min-SNR weighting, ~10% empty prompts (classifier-free
 guidance), AdamW + warm-up + cosine, EMA of the weights (the EMA weights are saved). Data:
@@ -41,6 +50,7 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(ROOT / "scripts"))
 
 # the shipped recipe (sara/zoo/tiny/manifest.json: 2,392 steps of batch 512 on one H100, 329 s)
+LATENT_WORLDS = ["tiny_latent", "tiny_sd2", "tiny_sdxl", "tiny_sd3"]
 DEFAULTS = dict(seed=0, data_seed=0, steps=2392, batch_size=512, lr=1e-3, weight_decay=0.01, warmup=300,
                 min_lr_ratio=0.05, ema=0.999, prompt_dropout=0.1, snr_gamma=5.0, grad_clip=1.0)
 
@@ -48,8 +58,8 @@ DEFAULTS = dict(seed=0, data_seed=0, steps=2392, batch_size=512, lr=1e-3, weight
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="default: sara/zoo/<world>")
-    p.add_argument("--world", default="tiny", choices=["tiny", "tiny_latent"],
-                   help="tiny: pixel space, 32 px; tiny_latent: latent space with --vae, 64 px")
+    p.add_argument("--world", default="tiny", choices=["tiny", *LATENT_WORLDS],
+                   help="tiny: pixel space, 32 px; the others: latent space with --vae, 64 px")
     p.add_argument("--vae", default=None, metavar="DIR", help="trained AutoencoderKL folder (tiny_latent)")
     p.add_argument("--ckpt", default=None, metavar="DIR",
                    help="training state saved here every --ckpt-every seconds (default: outputs/pretrain/<world>_ckpt)")
@@ -72,20 +82,29 @@ def parse_args(argv=None):
     p.add_argument("--prompt-dropout", type=float, default=DEFAULTS["prompt_dropout"])
     p.add_argument("--snr-gamma", type=float, default=DEFAULTS["snr_gamma"], help="min-SNR weighting (0: off)")
     p.add_argument("--grad-clip", type=float, default=DEFAULTS["grad_clip"])
-    p.add_argument("--arch", default=None, help="JSON overrides of sara.backbones.tiny.TINY_ARCH")
+    p.add_argument("--arch", default=None, help="JSON overrides of the world's architecture "
+                   "(sara.backbones.tiny.TINY_ARCH, or sara.backbones.tiny_families.WORLDS[world])")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: cores - 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--save-dtype", default="auto", choices=["auto", "fp32", "fp16"],
+                   help="denoiser and VAE weights as saved (auto: fp16 for tiny_sd2/sdxl/sd3, to ship each under "
+                        "30 MB; fp32 otherwise). Text encoders stay fp32: diffusers loads fp16 weights as fp32, "
+                        "transformers keeps their dtype, and a pipeline needs one dtype. Validation and prompt "
+                        "following are measured on the weights as saved")
     p.add_argument("--eval-prompts", type=int, default=0,
                    help="after training, sample this many held-out eval prompts and record prompt-following accuracy")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    if a.world == "tiny_latent" and not a.vae:
-        p.error("--world tiny_latent needs --vae DIR (a trained AutoencoderKL: python scripts/pretrain_vae.py)")
+    if a.world != "tiny" and not a.vae:
+        channels = " --latent-channels 16" if a.world == "tiny_sd3" else ""
+        p.error(f"--world {a.world} needs --vae DIR (a trained AutoencoderKL: python scripts/pretrain_vae.py{channels})")
     if a.world == "tiny" and a.vae:
-        p.error("--vae is for --world tiny_latent (the pixel-space tiny world has no VAE)")
+        p.error("--vae is for the latent worlds (the pixel-space tiny world has no VAE)")
     a.out = a.out or str(ROOT / "sara" / "zoo" / a.world)
+    if a.save_dtype == "auto":
+        a.save_dtype = "fp32" if a.world in ("tiny", "tiny_latent") else "fp16"
     a.ckpt = a.ckpt or str(ROOT / "outputs" / "pretrain" / f"{a.world}_ckpt")
     return a
 
@@ -126,13 +145,14 @@ def atomic_save(bb, out: Path, manifest: dict) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         bb.save_pretrained(tmp)
-        tok_dir = tmp / "tokenizer"
-        # also the classic vocab.json / merges.txt (older transformers read these)
+        # also the classic vocab.json / merges.txt of the CLIP tokenizers (older transformers read these)
         from sara.backbones.tokenizer import build_vocab_and_merges
         from sara.backbones.tiny import domain_words
         vocab, merges = build_vocab_and_merges(domain_words())
-        (tok_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-        (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+        for tok_dir in (tmp / "tokenizer", tmp / "tokenizer_2"):
+            if tok_dir.is_dir():
+                (tok_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+                (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         for f in [tmp, *tmp.rglob("*")]:  # mkdtemp / safetensors leave 0700 / 0600
             f.chmod(0o755 if f.is_dir() else 0o644)
@@ -162,11 +182,37 @@ def prompt_following(bb, n: int, batch_size=100, seed=0) -> dict:
     return out
 
 
+def half_modules(bb, save_dtype: str) -> list:
+    """The modules saved in fp16: the diffusers models (denoiser, VAE) when ``save_dtype`` is fp16."""
+    if save_dtype != "fp16":
+        return []
+    return [m for m in bb.modules().values() if type(m).__module__.startswith("diffusers.")]
+
+
+def build_world(args, arch, vae):
+    """A randomly initialised backbone of ``args.world`` (its denoiser sized to the VAE's latents)."""
+    from sara.backbones.tiny import build_tiny
+
+    cfg = {"prompt_dropout": args.prompt_dropout, "snr_gamma": args.snr_gamma or None, "train_text_encoder": True}
+    part = "unet"
+    if args.world in ("tiny", "tiny_latent"):
+        build = lambda a: build_tiny(a, seed=args.seed, world=args.world, vae=vae, cfg=cfg)  # noqa: E731
+    else:
+        from sara.backbones.tiny_families import WORLDS, build_family
+
+        part = "transformer" if WORLDS[args.world]["family"] == "sd3" else "unet"
+        build = lambda a: build_family(args.world, a, seed=args.seed, vae=vae, cfg=cfg)  # noqa: E731
+    if vae is not None:
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        arch = dict(arch or {})
+        arch[part] = {"sample_size": 64 // factor, **(arch.get(part) or {})}
+    return build(arch), arch
+
+
 def main(argv=None):
     args = parse_args(argv)
     import torch
     from torch.utils.data import DataLoader
-    from sara.backbones.tiny import build_tiny
     from sara.data import collate
     from sara.data.domain import PretrainDomain
 
@@ -188,19 +234,16 @@ def main(argv=None):
             raise FileNotFoundError(f"--vae {vae_dir}: no config.json there (an AutoencoderKL folder written by "
                                     "scripts/pretrain_vae.py)")
         vae = AutoencoderKL.from_pretrained(vae_dir)
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        arch = dict(arch or {})
-        arch["unet"] = {"sample_size": 64 // factor, **(arch.get("unet") or {})}
         if (vae_dir / "manifest.json").is_file():
             vae_manifest = json.loads((vae_dir / "manifest.json").read_text())
-    bb = build_tiny(arch, seed=args.seed, world=args.world, vae=vae,
-                    cfg={"prompt_dropout": args.prompt_dropout, "snr_gamma": args.snr_gamma or None,
-                         "train_text_encoder": True})
+    bb, arch = build_world(args, arch, vae)
     bb.to(device)
-    n_unet = sum(p.numel() for p in bb.denoiser.parameters())
-    n_te = sum(p.numel() for p in bb.text_encoder.parameters())
-    print(f"tiny backbone: unet {n_unet:,} params, text encoder {n_te:,} params; device {device}, precision {prec}", flush=True)
-    params = list(bb.denoiser.parameters()) + list(bb.text_encoder.parameters())
+    # the denoiser and every text encoder train together (modules() order: denoiser first)
+    trained = {k: m for k, m in bb.modules().items() if k != "vae"}
+    n_params = {k: sum(p.numel() for p in m.parameters()) for k, m in trained.items()}
+    print(f"{args.world} backbone: " + ", ".join(f"{k} {n:,}" for k, n in n_params.items())
+          + f" params; device {device}, precision {prec}", flush=True)
+    params = [p for m in trained.values() for p in m.parameters()]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
@@ -219,8 +262,8 @@ def main(argv=None):
         if not sp.is_file():
             raise FileNotFoundError(f"--resume {args.resume}: no state.pt there (written every --ckpt-every seconds)")
         st = torch.load(sp, map_location=device, weights_only=False)
-        bb.denoiser.load_state_dict(st["unet"])
-        bb.text_encoder.load_state_dict(st["text_encoder"])
+        for k, m in trained.items():
+            m.load_state_dict(st[k])
         opt.load_state_dict(st["opt"])
         scaler.load_state_dict(st["scaler"])
         if ema is not None:
@@ -236,8 +279,7 @@ def main(argv=None):
     def save_state():
         ck = Path(args.ckpt)
         ck.mkdir(parents=True, exist_ok=True)
-        torch.save({"unet": bb.denoiser.state_dict(), "text_encoder": bb.text_encoder.state_dict(),
-                    "opt": opt.state_dict(), "scaler": scaler.state_dict(),
+        torch.save({**{k: m.state_dict() for k, m in trained.items()}, "opt": opt.state_dict(), "scaler": scaler.state_dict(),
                     "ema": [x.clone() for x in ema.shadow] if ema is not None else None, "gen": gen.get_state(),
                     "step": step, "total": total, "elapsed_s": elapsed0 + time.time() - t0, "losses": losses,
                     "ema_loss": ema_loss, "args": vars(args)}, ck / "state.pt.tmp")
@@ -265,8 +307,8 @@ def main(argv=None):
     t0 = time.time()
     last_ckpt = t0
     t_probe = None
-    bb.denoiser.train()
-    bb.text_encoder.train()
+    for m in trained.values():
+        m.train()
     for batch in loader:
         if step >= total:
             break
@@ -326,8 +368,12 @@ def main(argv=None):
         bar.close()
     if ema is not None:
         ema.copy_to()
-    bb.denoiser.eval()
-    bb.text_encoder.eval()
+    for m in trained.values():
+        m.eval()
+    for m in half_modules(bb, args.save_dtype):  # measure what ships: those weights rounded to fp16
+        with torch.no_grad():
+            for p_ in m.parameters():
+                p_.copy_(p_.half().float())
     print(f"trained {step} steps in {wall:.1f}s; final loss (smoothed) {ema_loss:.4f}", flush=True)
 
     # held-out validation loss of the saved weights (fixed batch, fixed noise)
@@ -346,7 +392,7 @@ def main(argv=None):
         repro["world"] = args.world
         repro["vae"] = args.vae
     manifest = {
-        "what": f"{args.world} embedded backbone (sara.backbones.tiny), pre-trained on sara.data.domain.PretrainDomain",
+        "what": f"{args.world} embedded backbone ({type(bb).__name__}), pre-trained on sara.data.domain.PretrainDomain",
         "world": args.world, "vae": vae_manifest,
         "command": cmd,
         "reproduce": "python scripts/pretrain_tiny.py " + " ".join(f"--{k} {v}" for k, v in repro.items())
@@ -354,9 +400,8 @@ def main(argv=None):
         "seed": args.seed, "data_seed": args.data_seed, "steps": step, "batch_size": args.batch_size,
         "samples_seen": step * args.batch_size,
         "hyper": {k: getattr(args, k) for k in DEFAULTS}, "arch": arch,
-        "params": {"unet": n_unet, "text_encoder": n_te,
-                   **({"vae": sum(p.numel() for p in bb.vae.parameters())} if bb.vae is not None else {})},
-        "wall_time_s": round(wall, 1), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        "params": {**n_params, **({"vae": sum(p.numel() for p in bb.vae.parameters())} if bb.vae is not None else {})},
+        "save_dtype": args.save_dtype, "wall_time_s": round(wall, 1), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
         f"cpu ({os.cpu_count()} cores)", "precision": prec, "loader_workers": workers,
         "final_loss": ema_loss, "val_loss": val_loss, "loss_curve": losses[:: max(1, len(losses) // 100)],
         "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -369,6 +414,8 @@ def main(argv=None):
         manifest["prompt_following"] = pf
         print("prompt following:", json.dumps(pf), flush=True)
     bb.to("cpu")
+    for m in half_modules(bb, args.save_dtype):
+        torch.nn.Module.to(m, torch.float16)  # (diffusers' own .to warns about casting)
     atomic_save(bb, Path(args.out), manifest)
     size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
     print(f"saved {args.out} ({size / 1e6:.1f} MB)", flush=True)

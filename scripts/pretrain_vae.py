@@ -11,6 +11,9 @@ or in one of the five styles (:func:`sara.data.styles.render_style`), kinds in t
 so the latents keep every style's signature. Loss: L1 + MSE of the reconstruction (posterior
 sample) + ``kl_weight`` x KL, AdamW + cosine. ``scaling_factor`` = 1 / std of the latents of
 held-out images (as Stable Diffusion's 0.18215), written into the VAE's config.
+``--latent-channels 16``: SD 3's VAE layout (16 channels, no quant convs, ``shift_factor`` = mean
+of the latents, ``scaling_factor`` = 1 / their std around it, as SD 3's 0.0609 / 1.5305), for
+``tiny_sd3`` (:mod:`sara.backbones.tiny_families`).
 
 Validation (held-out stream): PSNR per kind, and per style set S the embedded FID of the
 reconstructions against the originals next to the FID between the base domain and S (the "gap");
@@ -75,11 +78,15 @@ class VaeStream:
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(127.5).sub_(1.0)
 
 
-def vae_arch(factor: int) -> dict:
-    """The ``vae`` entry of the tiny_latent architecture for a down-sampling ``factor`` (4 or 8)."""
+def vae_arch(factor: int, latent_channels: int = 4) -> dict:
+    """The ``vae`` entry of the tiny_latent architecture for a down-sampling ``factor`` (4 or 8);
+    ``latent_channels=16``: tiny_sd3's (SD 3's layout)."""
     from sara.backbones.tiny import tiny_config
+    from sara.backbones.tiny_families import world_arch
 
-    arch = tiny_config(world="tiny_latent")["vae"]
+    if latent_channels not in (4, 16):
+        raise ValueError(f"--latent-channels must be 4 (SD 1/2, SDXL) or 16 (SD 3), got {latent_channels}")
+    arch = tiny_config(world="tiny_latent")["vae"] if latent_channels == 4 else world_arch("tiny_sd3")["vae"]
     if factor == 8:
         levels = 4
         arch.update(down_block_types=["DownEncoderBlock2D"] * levels, up_block_types=["UpDecoderBlock2D"] * levels,
@@ -95,6 +102,8 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", default=None, help="training-state folder (default: <out>_ckpt)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue from this training-state folder")
     p.add_argument("--factor", type=int, default=4, help="spatial down-sampling: 4 (16x16x4 latents) or 8 (8x8x4)")
+    p.add_argument("--latent-channels", type=int, default=4,
+                   help="4 (tiny_latent, tiny_sd2, tiny_sdxl) or 16 (tiny_sd3: SD 3's VAE layout, with shift_factor)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=3000)
@@ -122,7 +131,8 @@ def save_state(path: Path, vae, opt, gen, step: int, elapsed: float, args, histo
     os.replace(tmp, path / "state.pt")
 
 
-def latent_std(vae, images, device, batch: int = 128) -> float:
+def latent_stats(vae, images, device, batch: int = 128) -> tuple[float, float]:
+    """(mean, std) of the latents (posterior samples) of ``images``."""
     import torch
 
     zs = []
@@ -130,7 +140,8 @@ def latent_std(vae, images, device, batch: int = 128) -> float:
         for i in range(0, len(images), batch):
             x = images[i: i + batch].to(device)
             zs.append(vae.encode(x).latent_dist.sample().float().cpu())
-    return float(torch.cat(zs).std())
+    z = torch.cat(zs)
+    return float(z.mean()), float(z.std())
 
 
 def validate(vae, device, n_per_kind: int, seed: int, tmp: Path) -> dict:
@@ -197,7 +208,7 @@ def main(argv=None) -> dict:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     out = Path(args.out)
     ckpt = Path(args.ckpt) if args.ckpt else out.with_name(out.name + "_ckpt")
-    arch = vae_arch(args.factor)
+    arch = vae_arch(args.factor, args.latent_channels)
     vae = build_vae(arch, seed=args.seed).to(device)
     n_params = sum(p.numel() for p in vae.parameters())
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -269,9 +280,12 @@ def main(argv=None) -> dict:
 
     held = np.stack([vae_item(i, args.data_seed, "val")[1] for i in range(10_000, 10_000 + 512)])
     xs = torch.from_numpy(held.transpose(0, 3, 1, 2).copy()).float().div(127.5).sub(1)
-    std = latent_std(vae, xs, device)
+    mean, std = latent_stats(vae, xs, device)
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
-    print(f"latent std {std:.4f} -> scaling_factor {vae.config.scaling_factor}", flush=True)
+    if vae.config.shift_factor is not None:  # SD 3's layout: latents (z - shift) * scale
+        vae.register_to_config(shift_factor=round(mean, 5))
+    print(f"latent mean {mean:.4f} std {std:.4f} -> scaling_factor {vae.config.scaling_factor}, "
+          f"shift_factor {vae.config.shift_factor}", flush=True)
     validation = None
     if args.n_val:
         with tempfile.TemporaryDirectory() as tmp:
@@ -280,12 +294,14 @@ def main(argv=None) -> dict:
 
     cmd = " ".join(["python", "scripts/pretrain_vae.py"] + (sys.argv[1:] if argv is None else list(argv)))
     manifest = {
-        "what": "AutoencoderKL of the latent tiny world (sara.backbones.tiny, world tiny_latent)",
+        "what": "AutoencoderKL of the latent tiny world" + (" (tiny_latent, tiny_sd2, tiny_sdxl)" if args.latent_channels == 4
+                                                             else " in SD 3's layout (tiny_sd3)"),
         "command": cmd, "seed": args.seed, "data_seed": args.data_seed, "factor": args.factor,
         "latent_shape": [arch["latent_channels"], RESOLUTION // args.factor, RESOLUTION // args.factor],
         "steps": step, "stopped_by": stop, "batch_size": args.batch_size, "samples_seen": step * args.batch_size,
         "hyper": {k: getattr(args, k) for k in ("lr", "kl_weight", "warmup", "steps")},
-        "params": n_params, "scaling_factor": vae.config.scaling_factor, "latent_std": std,
+        "params": n_params, "scaling_factor": vae.config.scaling_factor, "shift_factor": vae.config.shift_factor,
+        "latent_mean": mean, "latent_std": std, "latent_channels": args.latent_channels,
         "wall_time_s": round(wall, 1),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores, "
                   f"{torch.get_num_threads()} threads)",

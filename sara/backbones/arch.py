@@ -27,8 +27,9 @@ _ALIASES = {"sd1.5": "sd15", "sd15_unet": "sd15", "sd2_unet": "sd2", "sd20": "sd
 
 
 def load_denoiser_config(name_or_path: str | os.PathLike) -> dict:
-    """The config dict for a short name (``sd15``, ``sd2``, ``sd3``, ``sdxl``, ``tiny``), a json
-    file, or a diffusers model folder (``<dir>/config.json`` or ``<dir>/unet|transformer/config.json``)."""
+    """The config dict for a short name (``sd15``, ``sd2``, ``sd3``, ``sdxl``, ``tiny``, ``tiny_sd2``,
+    ``tiny_sd3``, ``tiny_sdxl``), a json file, or a diffusers model folder (``<dir>/config.json`` or
+    ``<dir>/unet|transformer/config.json``)."""
     key = str(name_or_path)
     key = _ALIASES.get(key.lower(), key.lower()) if not os.path.exists(key) else key
     if key in KNOWN_CONFIGS:
@@ -36,6 +37,9 @@ def load_denoiser_config(name_or_path: str | os.PathLike) -> dict:
     if key == "tiny":
         from .tiny import TINY_ROOT
         return json.loads((TINY_ROOT / "unet" / "config.json").read_text())
+    from .tiny_families import WORLDS, denoiser_config
+    if key in WORLDS:  # the tiny SD 2 / SD 3 / SDXL worlds: built from their architecture
+        return denoiser_config(key)
     p = Path(name_or_path)
     if p.is_dir():
         for cand in (p / "config.json", p / "unet" / "config.json", p / "transformer" / "config.json"):
@@ -45,6 +49,7 @@ def load_denoiser_config(name_or_path: str | os.PathLike) -> dict:
     if p.is_file():
         return json.loads(p.read_text())
     raise ValueError(f"unknown denoiser config {name_or_path!r}; known: {sorted(KNOWN_CONFIGS)} + 'tiny', "
+                     f"{', '.join(repr(w) for w in sorted(WORLDS))}, "
                      "or a path to a config.json / diffusers folder")
 
 

@@ -192,8 +192,9 @@ class Backbone:
             sub = "tokenizer" + ("" if i == 0 else f"_{i + 1}")
             tok.save_pretrained(path / sub)
             index[sub] = ["transformers", type(tok).__name__]
-        self.noise_scheduler.save_pretrained(path / "scheduler")
-        index["scheduler"] = ["diffusers", type(self.noise_scheduler).__name__]
+        sched = self.folder_scheduler()
+        sched.save_pretrained(path / "scheduler")
+        index["scheduler"] = ["diffusers", type(sched).__name__]
         if self.vae is None:
             index["vae"] = [None, None]
         if self.pipeline_class == "StableDiffusionPipeline":  # the parts SD 1.5's folder has, empty
@@ -202,6 +203,25 @@ class Backbone:
         (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
     pipeline_class = "StableDiffusionPipeline"
+
+    @staticmethod
+    def update_model_index(path, **entries) -> None:
+        """Add ``entries`` to a saved folder's ``model_index.json`` (the parts a subclass adds)."""
+        index_file = Path(path) / "model_index.json"
+        index = json.loads(index_file.read_text())
+        index.update(entries)
+        index_file.write_text(json.dumps(index, indent=2) + "\n")
+
+    def folder_scheduler(self):
+        """The scheduler a saved folder holds: the model's own (``scheduler_config``'s class, e.g.
+        SD 2's DDIM, SDXL's Euler), else the training one."""
+        import diffusers
+
+        name = self.scheduler_config.get("_class_name")
+        if not name or name == type(self.noise_scheduler).__name__:
+            return self.noise_scheduler
+        extra = {} if self.prediction_type == "flow_matching" else {"prediction_type": self.prediction_type}
+        return getattr(diffusers, name).from_config(self.scheduler_config, **extra)
 
     # ------------------------------------------------------------ subclass hooks -----------
     def encode_prompt(self, prompts: Sequence[str]) -> dict:

@@ -10,10 +10,15 @@ def load_backbone(cfg, device=None, dtype=None) -> Backbone:
 
     ``cfg["kind"]``: ``tiny`` (pixel-space UNet, shipped weights in ``sara/zoo/tiny`` unless
     ``pretrained`` names another folder) | ``stable_diffusion`` (SD 1.5 / 2.x) | ``sdxl`` | ``sd3``.
+    ``cfg["world"]`` (``tiny_sd2`` | ``tiny_sd3`` | ``tiny_sdxl``) reads the weights from that
+    world's zoo folder unless ``pretrained`` names another, and loads them with the full-size class.
     Missing weights raise :class:`MissingWeightsError` naming the model id, the config key to set
     (``backbone.pretrained=/path``), the folder layout and the download command."""
     cfg = to_plain_dict(cfg)
     kind = cfg.get("kind", "stable_diffusion")
+    if cfg.get("world") and kind != "tiny":  # tiny_sd2 / tiny_sd3 / tiny_sdxl: weights in the zoo
+        from .tiny_families import resolve_world
+        cfg = resolve_world(cfg)
     if kind == "tiny":
         from .tiny import load_tiny
         bb = load_tiny(cfg)

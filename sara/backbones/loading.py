@@ -80,6 +80,25 @@ def resolve_source(cfg: dict) -> str:
     return src
 
 
+def zoo_source(cfg: dict, root: Path, parts, command: str) -> str:
+    """The folder of a backbone whose weights ship in the zoo: ``cfg["pretrained"]`` when set, else
+    ``root``. A missing part raises :class:`MissingWeightsError` naming ``command``, the
+    pre-training that writes ``root``."""
+    src = cfg.get("pretrained") or str(root)
+    missing = [d for d in parts if not (Path(src) / d).is_dir()]
+    if not missing:
+        return src
+    name = cfg.get("world") or cfg.get("name")
+    gone = ", ".join(m + "/" for m in missing)
+    layout = ", ".join(p + "/" for p in parts)
+    if cfg.get("pretrained"):
+        raise MissingWeightsError(f"{name} backbone: backbone.pretrained={src} has no {gone} folder; expected a "
+                                  f"diffusers folder with {layout}")
+    what = "are not there yet" if len(missing) == len(parts) else f"are incomplete (no {gone})"
+    raise MissingWeightsError(f"{name} backbone: the weights in {src} {what}. Pre-train them with {command}, "
+                              "or set backbone.pretrained=/path/to/folder (a diffusers folder of this backbone).")
+
+
 def load_component(cls, cfg: dict, source: str, subfolder: str | None, *, is_transformers: bool = False,
                    dtype=None, **kw):
     """``cls.from_pretrained(source, subfolder=subfolder)`` with the offline rules above."""

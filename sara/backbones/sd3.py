@@ -22,7 +22,7 @@ class SD3Backbone(Backbone):
         super().__init__(*args, **kw)
         self.t5, self.t5_tokenizer = t5, t5_tokenizer
         if t5 is not None:
-            t5.requires_grad_(False)
+            t5.requires_grad_(self.train_text_encoder)
         self.prediction_type = "flow_matching"
 
     def modules(self):
@@ -32,9 +32,15 @@ class SD3Backbone(Backbone):
         return out
 
     def save_pretrained(self, path):
+        from pathlib import Path
+
         super().save_pretrained(path)
         if self.t5_tokenizer is not None:
-            self.t5_tokenizer.save_pretrained(f"{path}/tokenizer_3")
+            self.t5_tokenizer.save_pretrained(Path(path) / "tokenizer_3")
+            extra = {"tokenizer_3": ["transformers", type(self.t5_tokenizer).__name__]}
+        else:  # dropped T5: the pipeline then feeds zeros in its place, as this class does
+            extra = {"text_encoder_3": [None, None], "tokenizer_3": [None, None]}
+        self.update_model_index(path, image_encoder=[None, None], feature_extractor=[None, None], **extra)
 
     def encode_prompt(self, prompts):
         clip_embeds, pooled = [], []

@@ -36,6 +36,22 @@ class SDXLBackbone(Backbone):
             return {k: (torch.zeros_like(v) if k != "time_ids" else v) for k, v in cond.items()}
         return self.encode_prompt([neg] * n)
 
+    def _encode_for_training(self, prompts):
+        # pre-training drops prompts as SDXL did: an empty prompt is zero conditioning, which is
+        # what sampling feeds for an empty negative prompt (force_zeros_for_empty_prompt)
+        cond = super()._encode_for_training(prompts)
+        if not self.cfg.get("force_zeros_for_empty_prompt", True) or all(prompts):
+            return cond
+        keep = torch.tensor([bool(p) for p in prompts], device=cond["text_embeds"].device)
+        for k in ("encoder_hidden_states", "text_embeds"):
+            cond[k] = cond[k] * keep.view(-1, *([1] * (cond[k].ndim - 1))).to(cond[k].dtype)
+        return cond
+
+    def save_pretrained(self, path):
+        super().save_pretrained(path)
+        self.update_model_index(path, image_encoder=[None, None], feature_extractor=[None, None],
+                                force_zeros_for_empty_prompt=bool(self.cfg.get("force_zeros_for_empty_prompt", True)))
+
     def call_denoiser(self, denoiser, x, t, cond):
         added = {"text_embeds": cond["text_embeds"].to(x.dtype), "time_ids": cond["time_ids"].to(x.dtype)}
         return denoiser(x, t, encoder_hidden_states=cond["encoder_hidden_states"].to(x.dtype),
@@ -51,7 +67,8 @@ class SDXLBackbone(Backbone):
         unet = load_component(UNet2DConditionModel, cfg, source, "unet", dtype=parse_dtype(cfg.get("denoiser_dtype")))
         vae = load_component(AutoencoderKL, cfg, source, "vae", dtype=None)
         # SDXL's VAE overflows in fp16 (config force_upcast): it stays float32 then
-        if wdtype is not None and not (getattr(vae.config, "force_upcast", False) and wdtype == torch.float16):
+        if wdtype not in (None, torch.float32) and not (getattr(vae.config, "force_upcast", False)
+                                                        and wdtype == torch.float16):
             vae.to(dtype=wdtype)
         te1 = load_component(CLIPTextModel, cfg, source, "text_encoder", is_transformers=True, dtype=wdtype)
         te2 = load_component(CLIPTextModelWithProjection, cfg, source, "text_encoder_2", is_transformers=True, dtype=wdtype)

@@ -122,7 +122,8 @@ def domain_words() -> list[str]:
     return sorted(words)
 
 
-def _merge(arch: dict, overrides: dict | None) -> dict:
+def merge_arch(arch: dict, overrides: dict | None) -> dict:
+    """``arch`` with ``overrides`` applied in place: per part, dicts update, anything else replaces."""
     for k, v in (overrides or {}).items():
         if isinstance(v, dict) and isinstance(arch.get(k), dict):
             arch[k].update(v)
@@ -135,7 +136,7 @@ def tiny_config(overrides: dict | None = None, world: str = "tiny") -> dict:
     """The architecture of ``world`` (``tiny`` | ``tiny_latent``) with ``overrides`` applied."""
     if world not in WORLDS:
         raise ValueError(f"unknown tiny world {world!r}; known: {sorted(WORLDS)}")
-    return _merge(_merge(copy.deepcopy(TINY_ARCH), WORLDS[world][0]), overrides)
+    return merge_arch(merge_arch(copy.deepcopy(TINY_ARCH), WORLDS[world][0]), overrides)
 
 
 def build_vae(vae_arch: dict, seed: int = 0):
@@ -187,7 +188,7 @@ def load_tiny(cfg: dict):
     folder of ``cfg["world"]`` (``tiny`` | ``tiny_latent``; default ``tiny``). Loading is Stable
     Diffusion's (:meth:`StableDiffusionBackbone.from_pretrained`, as for ``sd15``); ``cfg["vae"]``
     names the VAE subfolder (``null``: pixel space)."""
-    from .loading import MissingWeightsError
+    from .loading import zoo_source
     from .stable_diffusion import StableDiffusionBackbone
 
     cfg = dict(cfg)
@@ -196,18 +197,10 @@ def load_tiny(cfg: dict):
         raise ValueError(f"backbone.world: unknown tiny world {world!r}; known: {sorted(WORLDS)}")
     root = WORLDS[world][1]
     cfg.setdefault("vae", "vae" if world == "tiny_latent" else None)  # the pixel-space world has none
-    src = cfg.get("pretrained") or str(root)
-    missing = [d for d in ("unet", "text_encoder", "tokenizer", "scheduler", *([cfg["vae"]] if cfg.get("vae") else []))
-               if not (Path(src) / d).is_dir()]
-    if missing:
-        script = ("`bash scripts/pretrain_world.sh` (or scripts/pretrain_vae.py, then scripts/pretrain_tiny.py "
-                  "--world tiny_latent)") if world == "tiny_latent" else "`python scripts/pretrain_tiny.py`"
-        hint = (f"the shipped weights are missing ({', '.join(m + '/' for m in missing)}): reproduce them with "
-                f"{script} (writes {root})") if not cfg.get("pretrained") else \
-            f"no {', '.join(m + '/' for m in missing)} folder there"
-        raise MissingWeightsError(f"{world} backbone: cannot load weights from {src}: {hint}. "
-                                  "Set backbone.pretrained=/path/to/folder (diffusers format: unet/, text_encoder/, "
-                                  "tokenizer/, scheduler/" + (", vae/" if cfg.get("vae") else "") + ") to use another copy.")
+    script = ("`bash scripts/pretrain_world.sh` (or scripts/pretrain_vae.py, then scripts/pretrain_tiny.py "
+              "--world tiny_latent)") if world == "tiny_latent" else "`python scripts/pretrain_tiny.py`"
+    parts = ("unet", "text_encoder", "tokenizer", "scheduler", *([cfg["vae"]] if cfg.get("vae") else []))
+    src = zoo_source(dict(cfg, world=world), root, parts, script)
     cfg["pretrained"] = src
     cfg.setdefault("model_id", None)
     return StableDiffusionBackbone.from_pretrained(cfg)
