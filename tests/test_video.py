@@ -129,6 +129,35 @@ def test_motion_only_training_leaves_every_spatial_weight_bit_identical(name):
         assert added and all(re.fullmatch(MOTION_PARAMS, n) for n in added)
 
 
+def test_sara_on_a_fresh_adapter_trains_exactly_the_budget_inside_the_zeroed_outputs(caplog):
+    """A fresh adapter's output projections are exactly 0 (55,584 entries here): a budget below
+    that count selects exactly that many zeros (the first in model order), not all of them, and
+    warns that progressive re-selection at θ just above 0 would freeze every trained entry."""
+    import logging
+
+    from sara.methods.base import PrepareContext
+    from sara.methods.sara import SaRAMethod
+
+    model = _motion_unet(_tiny_unet(), zero_init=True)
+    zeros = sum(int((p == 0).sum()) for n, p in model.named_parameters() if is_motion_param(n))
+    assert zeros > 20_000
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    method = SaRAMethod(params=MOTION_PARAMS, lambda_rank=0.0, progressive_iter=0.5)
+    knob, achieved = method.solve_budget(model, 20_000)
+    assert achieved == 20_000 and 0 < knob < 1e-30
+    with caplog.at_level(logging.WARNING, logger="sara"):
+        module = method.apply(model, budget=20_000, ctx=PrepareContext(steps=4, seed=0))
+    assert method.num_trainable() == 20_000 and method.knob_value == knob
+    assert [r for r in caplog.records if "progressive_iter=null" in r.getMessage()]
+    x, t, ehs = _inputs(b=1)
+    opt = method.make_optimizer(lr=1e-2)
+    (_call(module, x, t, ehs) ** 2).mean().backward()
+    opt.step()
+    after = dict(method.merged(module).named_parameters())
+    changed = {n for n in before if not torch.equal(after[n], before[n])}
+    assert changed and all(".proj_out." in n and is_motion_param(n) for n in changed)
+
+
 def test_lora_targets_only_temporal_attention_projections():
     from sara.methods.lora import LoRA
 
