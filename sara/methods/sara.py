@@ -13,7 +13,8 @@
 Knob: θ (``select_for_budget``; ``budget_mode: threshold``) or k (``budget_mode: k``: the k
 smallest entries, exact; always k for ``largest`` / ``random``). A budget below the number of
 entries that are exactly 0 (zero-initialised layers, e.g. a fresh AnimateDiff adapter's output
-projections) trains exactly that many zeros, the first in model order, at θ just above 0.
+projections) trains exactly that many zeros, the first in model order, at θ just above 0, without
+progressive re-selection (no trained entry stays below that θ).
 ``progressive_iter``: a float in (0, 1] is a fraction of the trainer's steps (``ctx.steps``;
 paper: 2,500 of 5,000 = 0.5), an int an absolute step, null never.
 """
@@ -134,9 +135,10 @@ class SaRAMethod(SparseMethod):
                         "θ = %.3g (just above 0).%s", sel.count(), sel.meta["zero_ties"],
                         sel.count(), sel.threshold,
                         "" if self._progressive_resolved is None else
-                        f" Progressive re-selection at step {self._progressive_resolved} keeps the "
-                        "entries still below θ, i.e. still exactly 0: it freezes every entry "
-                        "trained so far; set method.progressive_iter=null to train them all steps.")
+                        " No progressive re-selection (progressive_iter=null): every trained entry "
+                        "leaves |w| < θ at its first update, so re-selecting at step "
+                        f"{self._progressive_resolved} would leave nothing to train.")
+            self._progressive_resolved = None
         self._build(denoiser, sel)
         return denoiser
 
