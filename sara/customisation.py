@@ -13,8 +13,8 @@ weights, not their path), class, prompts and seed). ``custom.class_prompt``: ``p
 DreamBooth's ``"a <class>"``; ``described`` draws a size and a colour per image as the embedded
 domain's captions do (``"a large red circle"``), which the tiny backbones follow where they answer
 ``"a circle"`` mostly with an empty canvas; ``auto`` (default) picks ``described`` for a class noun
-of the embedded domain on an embedded backbone, else ``plain``. Each training step pairs the instance batch with a class batch of
-the same size and minimises ``loss(instance) + prior_loss_weight * loss(class)``
+of the embedded domain on an embedded backbone, else ``plain``. Each training step pairs the
+instance batch with a class batch of the same size and minimises ``loss(instance) + prior_loss_weight * loss(class)``
 (``prior_loss_weight: 1``, as the example's README runs it). The class batch is drawn with the
 step's own noise generator, so training stays resume-exact.
 
