@@ -342,8 +342,8 @@ def _zeros_report(named, n: int, n_zero: int) -> str:
     shown = ", ".join(f"{name} {c:,}" for c, name in per[:4] if c)
     more = sum(1 for c, _ in per[4:] if c)
     return (f"the {n:,} smallest |w| are all exactly 0: {n_zero:,} entries in scope are exactly 0 "
-            f"({shown}{f', and {more} more tensors' if more else ''}; e.g. zero-initialised output "
-            f"projections)")
+            f"({shown}{f', and {more} more tensors' if more else ''}): zero-initialised layers or "
+            f"biases")
 
 
 def threshold_for_budget(model: nn.Module, n: int, params: ParamSpec = None) -> float:
