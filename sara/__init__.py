@@ -23,6 +23,7 @@ API = (
     "read_sparse",
     "save_sparse",
     "select",
+    "select_for_budget",
     "select_from_scores",
     "share_below",
     "sparse_state_dict",

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from sara import Selection, select, select_from_scores, threshold_for_budget
+from sara import Selection, select, select_for_budget, select_from_scores, threshold_for_budget
 from sara.core.selection import index_dtype
 
 try:
@@ -118,6 +118,55 @@ def test_threshold_for_budget_hits_n():
     theta = threshold_for_budget(m, 20)
     assert int((_flat_abs(m) < theta).sum()) in (0, 32)
     assert int((_flat_abs(m) < threshold_for_budget(m, 31)).sum()) == 32
+
+
+def _zero_output_layer(seed=0):
+    """An MLP whose output layer is zero-initialised, as AnimateDiff's motion modules' output
+    projections are: 68 exact zeros (fc2: 64 weights + 4 biases), more than small budgets."""
+    m = mlp(seed)
+    with torch.no_grad():
+        m.fc2.weight.zero_()
+        m.fc2.bias.zero_()
+    return m
+
+
+@pytest.mark.parametrize("n", [1, 20, 67])
+def test_budget_inside_exact_zeros_selects_exactly_n_in_model_order(n):
+    m = _zero_output_layer()
+    sel = select_for_budget(m, n)
+    assert sel.count() == n and sel.k == n and sel.rule == "smallest"
+    # the first n zeros in model order: fc2.weight's first n entries
+    want = {"emb.weight": 0, "fc1.weight": 0, "fc1.bias": 0, "norm.weight": 0, "norm.bias": 0,
+            "fc2.weight": min(n, 64), "fc2.bias": max(0, n - 64)}
+    assert sel.per_layer_counts() == want
+    assert torch.equal(_flat_selected(m, sel).sort().values,
+                       torch.sort(_flat_abs(m), stable=True).indices[:n].sort().values)
+    assert sel.threshold > 0 and bool((_flat_abs(m)[_flat_selected(m, sel)] < sel.threshold).all())
+    assert sel.meta["zero_ties"] == 68
+    again = select_for_budget(m, n)
+    assert all(torch.equal(sel.indices[k], again.indices[k]) for k in sel.indices)
+
+
+@pytest.mark.parametrize("n", [1, 10, 123, 250, 272])
+def test_budget_selection_is_the_threshold_rule_when_theta_can_hit_it(n):
+    """Without a tie at zero the budget selection is |W0| < θ at threshold_for_budget's θ, bit
+    for bit (the paper's rule), also when a tie at zero lies below the budget."""
+    for m in (mlp(), _with_ties(), _zero_output_layer()):
+        if n <= 68 and not bool((_flat_abs(m) > 0).all()):
+            continue  # inside the zeros: the test above
+        theta = threshold_for_budget(m, n)
+        want = select(m, threshold=theta)
+        got = select_for_budget(m, n)
+        assert got.rule == "threshold" and got.threshold == theta
+        assert all(torch.equal(got.indices[k], want.indices[k]) for k in want.indices)
+
+
+def test_threshold_for_budget_warns_when_the_budget_is_inside_the_zeros():
+    m = _zero_output_layer()
+    with pytest.warns(UserWarning, match=r"68 entries in scope are exactly 0 \(fc2.weight 64, "
+                      r"fc2.bias 4.*select_for_budget"):
+        theta = threshold_for_budget(m, 20)
+    assert int((_flat_abs(m) < theta).sum()) == 68  # unchanged: the closest count a θ gives
 
 
 def test_params_scope_names_regex_predicate():

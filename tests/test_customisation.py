@@ -156,6 +156,76 @@ def test_prior_preservation_batches(subject_root):
     assert len(bb.calls) == 1
 
 
+# --- class prompts and the class-image cache ---------------------------------------------------------
+def test_described_class_prompts_speak_the_captions_language():
+    from sara.data.procedural import COLOUR_NAMES, parse_caption
+
+    p = S.described_class_prompts("circle", 32, seed=0)
+    assert len(p) == 32 and p == S.described_class_prompts("circle", 32, seed=0)
+    assert p != S.described_class_prompts("circle", 32, seed=1)
+    assert len(set(p[:14])) == 14 and len(set(p[14:28])) == 14  # every size x colour pair once a round
+    for text in p:
+        (obj,) = parse_caption(text)
+        assert obj["shape"] == "circle" and obj["size"] in ("small", "large") and obj["colour"] in COLOUR_NAMES
+
+
+def test_class_prompt_modes():
+    from types import SimpleNamespace
+
+    from sara.customisation import CustomConfig, CustomisationError, class_prompts
+
+    tiny, sd = SimpleNamespace(resolution=32), SimpleNamespace(resolution=512)
+    assert class_prompts("auto", tiny, "circle", 3, 0) == S.described_class_prompts("circle", 3, 0)
+    assert class_prompts("auto", tiny, "dog", 3, 0) == ["a dog"] * 3  # not a class of the domain
+    assert class_prompts("auto", sd, "circle", 2, 0) == ["a circle"] * 2
+    assert class_prompts("plain", tiny, "circle", 2, 0) == ["a circle"] * 2
+    assert class_prompts("described", sd, "dog", 1, 0) == S.described_class_prompts("dog", 1, 0)
+    assert CustomConfig().class_prompt == "auto"
+    with pytest.raises(CustomisationError, match="custom.class_prompt must be one of auto, plain, described"):
+        CustomConfig(class_prompt="fancy")
+
+
+def test_blank_rule():
+    from sara.data.procedural import BACKGROUND
+
+    canvas = np.zeros((32, 32, 3), np.uint8) + np.array(BACKGROUND, np.uint8)
+    assert S.is_blank(canvas)
+    assert not S.is_blank(S.subject_image("striped_circle", 3, size=32))
+    dot, small = canvas.copy(), canvas.copy()
+    dot[10:14, 10:14] = (220, 40, 40)  # 16 of 1,024 pixels (1.6%): below any object of the domain
+    small[10:16, 10:16] = (220, 40, 40)  # 36 pixels (3.5%): as much as a small triangle
+    assert S.is_blank(dot) and not S.is_blank(small)
+
+
+def test_class_image_cache_key_follows_prompts_and_weights_not_the_path(tmp_path):
+    from sara.customisation import class_images_dir
+
+    bb = _tiny()
+    a = class_images_dir(tmp_path, bb, "circle", ["a circle"] * 4, 0)
+    assert class_images_dir(tmp_path, bb, "circle", ["a large red circle"] * 4, 0) != a  # prompts
+    assert class_images_dir(tmp_path, bb, "circle", ["a circle"] * 4, 1) != a  # seed
+    bb.source, bb.cfg["pretrained"] = "/another/checkout/sara/zoo/tiny", "/another/checkout/sara/zoo/tiny"
+    assert class_images_dir(tmp_path, bb, "circle", ["a circle"] * 4, 0) == a  # where the weights lie: no
+    with torch.no_grad():
+        next(bb.denoiser.parameters()).view(-1)[0] += 1.0
+    assert class_images_dir(tmp_path, bb, "circle", ["a circle"] * 4, 0) != a  # other weights
+
+
+def test_class_images_are_generated_from_their_prompts_and_reused(tmp_path):
+    from sara.customisation import class_image_report, ensure_class_images
+
+    bb = _tiny()
+    prompts = S.described_class_prompts("square", 3, 0)
+    folder = ensure_class_images(bb, "square", prompts, 0, tmp_path, batch_size=3)
+    texts = [json.loads(x)["text"] for x in (folder / "metadata.jsonl").read_text().splitlines()]
+    assert texts == prompts
+    stamp = (folder / "0000.png").stat().st_mtime_ns
+    assert ensure_class_images(bb, "square", prompts, 0, tmp_path) == folder
+    assert (folder / "0000.png").stat().st_mtime_ns == stamp  # cached, not regenerated
+    rep = class_image_report(folder, "square")
+    assert rep["n"] == 3 and 0 <= rep["blank"] <= 3 and 0 <= rep["shows_class"] <= 3
+
+
 # --- Textual Inversion ------------------------------------------------------------------------------
 def _apply_ti(bb, tmp_path):
     from sara.methods.base import PrepareContext

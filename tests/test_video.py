@@ -129,6 +129,42 @@ def test_motion_only_training_leaves_every_spatial_weight_bit_identical(name):
         assert added and all(re.fullmatch(MOTION_PARAMS, n) for n in added)
 
 
+def test_sara_on_a_fresh_adapter_trains_exactly_the_budget_inside_the_zeroed_outputs(monkeypatch):
+    """A fresh adapter's output projections and biases are exactly 0 (55,584 entries): a budget below
+    that count selects exactly that many zeros (the first in model order), not all of them; no
+    progressive re-selection at θ just above 0 (it would leave nothing to train), said in the log."""
+    import sara.methods.sara as sara_method
+    from sara.methods.base import PrepareContext
+    from sara.methods.sara import SaRAMethod
+
+    model = _motion_unet(_tiny_unet(), zero_init=True)
+    zeros = sum(int((p == 0).sum()) for n, p in model.named_parameters() if is_motion_param(n))
+    assert zeros > 20_000
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    method = SaRAMethod(params=MOTION_PARAMS, lambda_rank=0.0, progressive_iter=0.5)
+    knob, achieved = method.solve_budget(model, 20_000)
+    assert achieved == 20_000 and 0 < knob < 1e-30
+    # the warning as the method logs it (Hydra's job logging in an earlier test may have disabled
+    # the existing loggers, so pytest's log capture cannot be relied on)
+    warned: list[str] = []
+    monkeypatch.setattr(sara_method.log, "warning", lambda msg, *args: warned.append(msg % args))
+    module = method.apply(model, budget=20_000, ctx=PrepareContext(steps=4, seed=0))
+    assert method.num_trainable() == 20_000 and method.knob_value == knob
+    assert len(warned) == 1 and f"below the {zeros} entries" in warned[0] and "progressive_iter=null" in warned[0]
+    assert method.optimizer.progressive_iter is None
+    x, t, ehs = _inputs(b=1)
+    opt = method.make_optimizer(lr=1e-2)
+    for _ in range(3):  # past the step re-selection would have been (0.5 x 4 steps)
+        (_call(module, x, t, ehs) ** 2).mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert method.num_active() == 20_000
+    after = dict(method.merged(module).named_parameters())
+    changed = {n for n in before if not torch.equal(after[n], before[n])}
+    assert changed and all(is_motion_param(n) for n in changed)
+    assert all(not before[n][after[n] != before[n]].any() for n in changed)  # trained entries were 0
+
+
 def test_lora_targets_only_temporal_attention_projections():
     from sara.methods.lora import LoRA
 

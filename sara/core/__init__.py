@@ -18,12 +18,13 @@ from .diagnostics import MigrationTracker, delta, per_layer_counts, share_below
 from .identity import model_fingerprint
 from .optimizer import SaRA, lr_from_threshold
 from .rank_loss import RankLoss, eligible_matrices, nuclear_norm_loss
-from .selection import Selection, select, select_from_scores, threshold_for_budget
+from .selection import (Selection, select, select_for_budget, select_from_scores,
+                        threshold_for_budget)
 from .sparse import SparseParameters, get_sparse, merge, wrap
 
 __all__ = [
     "SaRA", "lr_from_threshold",
-    "Selection", "select", "select_from_scores", "threshold_for_budget",
+    "Selection", "select", "select_for_budget", "select_from_scores", "threshold_for_budget",
     "SparseParameters", "wrap", "merge", "get_sparse",
     "RankLoss", "eligible_matrices", "nuclear_norm_loss",
     "save_sparse", "load_sparse", "merge_sparse", "read_sparse", "sparse_state_dict",

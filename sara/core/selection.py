@@ -8,7 +8,9 @@ Rules:
 
 * ``"threshold"``: ``|W0| < θ`` (the paper's rule);
 * ``"smallest"`` / ``"largest"`` / ``"random"``: exactly ``k`` entries, ranked model-wide;
-* :func:`select_from_scores`: the ``k`` largest user scores (LT-SFT, FishMask).
+* :func:`select_from_scores`: the ``k`` largest user scores (LT-SFT, FishMask);
+* :func:`select_for_budget`: ``"threshold"`` at the θ for a budget, or exactly ``n`` smallest
+  when the budget falls inside a tie at zero (zero-initialised layers).
 
 Model-wide ranking never concatenates the model: a two-pass radix selection over 32-bit
 order-preserving keys (one histogram of the top 16 bits, one of the low 16 bits inside the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import numbers
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Union
 
@@ -317,15 +320,64 @@ def select_from_scores(model: nn.Module, scores: dict[str, Tensor], k: int) -> S
     return Selection(indices, {n: tuple(p.shape) for n, p in named}, "scores", None, k, None)
 
 
-def threshold_for_budget(model: nn.Module, n: int, params: ParamSpec = None) -> float:
-    """θ such that ``count(|w| < θ)`` over the scope is as close to ``n`` as the model's values
-    allow (exactly ``n`` unless several entries share the n-th value, e.g. zero biases)."""
-    named = resolve_params(model, params)
-    _check_k(n, sum(p.numel() for _, p in named), "budget n")
-    key, n_less, n_eq = _kth_key(named, _abs_keys, n)
+def _theta_for(key: int, n_less: int, n_eq: int, n: int) -> float:
+    """θ whose count ``|w| < θ`` is closest to ``n``, given the n-th smallest |w| (``key``),
+    the entries below it and the entries equal to it."""
     v = key_to_float(key)
     up = _next_up(v)
     # θ = v admits n_less entries, θ just above v admits n_less + n_eq.
     if n_less == 0 or (n_less + n_eq - n) <= (n - n_less):
         return up
     return v
+
+
+def _inside_zeros(key: int, n_less: int, n_eq: int, n: int) -> bool:
+    """Whether the n smallest |w| are all exactly 0 and more entries than n are: no θ > 0
+    selects n entries then (θ just above 0 selects every zero, θ = 0 none)."""
+    return n_less == 0 and n_eq > n and key_to_float(key) == 0.0
+
+
+def _zeros_report(named, n: int, n_zero: int) -> str:
+    per = sorted(((int((p.detach() == 0).sum()), name) for name, p in named), reverse=True)
+    shown = ", ".join(f"{name} {c:,}" for c, name in per[:4] if c)
+    more = sum(1 for c, _ in per[4:] if c)
+    return (f"the {n:,} smallest |w| are all exactly 0: {n_zero:,} entries in scope are exactly 0 "
+            f"({shown}{f', and {more} more tensors' if more else ''}): zero-initialised layers or "
+            f"biases")
+
+
+def threshold_for_budget(model: nn.Module, n: int, params: ParamSpec = None) -> float:
+    """θ such that ``count(|w| < θ)`` over the scope is as close to ``n`` as the model's values
+    allow (exactly ``n`` unless several entries share the n-th value, e.g. zero biases).
+
+    When more than ``n`` entries are exactly 0 no θ > 0 selects ``n``: the θ returned (just above
+    0) selects every zero, with a warning; :func:`select_for_budget` selects exactly ``n`` then."""
+    named = resolve_params(model, params)
+    _check_k(n, sum(p.numel() for _, p in named), "budget n")
+    key, n_less, n_eq = _kth_key(named, _abs_keys, n)
+    if _inside_zeros(key, n_less, n_eq, n):
+        warnings.warn(f"threshold_for_budget: {_zeros_report(named, n, n_eq)}; no θ > 0 selects "
+                      f"{n:,} entries, the θ returned selects all {n_eq:,}. For exactly {n:,} use "
+                      f"select_for_budget(model, {n}) (the first zeros in model order) or a budget "
+                      f"of at least {n_eq:,}.", stacklevel=2)
+    return _theta_for(key, n_less, n_eq, n)
+
+
+def select_for_budget(model: nn.Module, n: int, params: ParamSpec = None) -> Selection:
+    """SaRA's selection for a budget of ``n`` entries: ``|W0| < θ`` at the θ of
+    :func:`threshold_for_budget` (the same selection, bit for bit, whenever a θ > 0 can give
+    the count).
+
+    When more than ``n`` entries are exactly 0 (zero-initialised layers: AnimateDiff's motion
+    modules' output projections, ControlNet's zero convolutions, zeroed biases) every θ > 0
+    selects all of them; then the ``n`` selected entries are the first ``n`` zeros in model
+    order (rule ``"smallest"``, exactly ``n``; ``threshold`` is the smallest float above 0 and
+    ``meta["zero_ties"]`` the number of zeros in scope)."""
+    named = resolve_params(model, params)
+    _check_k(n, sum(p.numel() for _, p in named), "budget n")
+    key, n_less, n_eq = _kth_key(named, _abs_keys, n)
+    if _inside_zeros(key, n_less, n_eq, n):
+        sel = select(model, k=int(n), rule="smallest", params=params)
+        sel.meta["zero_ties"] = n_eq
+        return sel
+    return select(model, threshold=_theta_for(key, n_less, n_eq, n), params=params)

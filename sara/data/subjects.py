@@ -27,7 +27,8 @@ class noun raises :class:`~sara.data.folder.DatasetError` naming the folder and 
 
 **Identifier.** :data:`IDENTIFIER` (``sks``, DreamBooth's rare token) is one token of the tiny
 backbone's tokenizer that no pre-training caption uses (:func:`check_identifier` tests a tokenizer).
-Instance prompts are ``"a sks circle"``; class prompts ``"a circle"``.
+Instance prompts are ``"a sks circle"``; class prompts ``"a circle"`` (DreamBooth's) or, in the
+domain's caption language, ``"a large red circle"`` (:func:`described_class_prompts`).
 
 **Ground truth.** :func:`detect_subject` finds a subject in an image from its two colours: a
 connected foreground blob in which both colours cover a fair share (the domain's objects are
@@ -285,6 +286,21 @@ def class_prompt(class_noun: str) -> str:
     return f"a {class_noun}"
 
 
+def described_class_prompts(class_noun: str, n: int, seed: int = 0) -> list[str]:
+    """``n`` class prompts in the embedded domain's caption language, ``"a <size> <colour>
+    <class>"`` (``"a large red circle"``): the pre-training captions always state a size and a
+    colour, and the tiny backbone answers a bare ``"a circle"`` mostly with an empty canvas. Every
+    size x colour pair comes once per round of 14, in an order drawn from ``seed``."""
+    from .procedural import COLOUR_NAMES
+
+    pairs = [(size, colour) for size in ("small", "large") for colour in COLOUR_NAMES]
+    out: list[str] = []
+    for r in range((int(n) + len(pairs) - 1) // len(pairs)):
+        order = scene_rng(seed, _STREAM + 90, r).permutation(len(pairs))
+        out += [f"a {pairs[i][0]} {pairs[i][1]} {class_noun}" for i in order]
+    return out[:int(n)]
+
+
 def check_identifier(tokenizer, identifier: str = IDENTIFIER) -> int:
     """The token id of ``identifier`` if the tokenizer keeps it as one token, else a ValueError."""
     ids = tokenizer(identifier, add_special_tokens=False)["input_ids"]
@@ -297,6 +313,27 @@ def check_identifier(tokenizer, identifier: str = IDENTIFIER) -> int:
 # --------------------------------------------------------------------------------------------
 # ground truth: is the subject in an image?
 # --------------------------------------------------------------------------------------------
+def foreground(img: np.ndarray, min_distance: float = 40.0) -> np.ndarray:
+    """Pixels (bool [H, W]) farther than ``min_distance`` (RGB) from the median colour of the
+    image's border: what is drawn on the domain's plain background."""
+    x = np.asarray(img, np.float64)[..., :3]
+    bg = np.median(np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]]), axis=0)
+    return np.linalg.norm(x - bg, axis=-1) > min_distance
+
+
+#: A class image whose foreground covers less than this share of its pixels shows no object: the
+#: domain's smallest objects (a small triangle or cross, box side 0.26) cover about 3% of a 32 px
+#: canvas.
+BLANK_FOREGROUND = 0.02
+
+
+def is_blank(img, max_foreground: float = BLANK_FOREGROUND) -> bool:
+    """Whether an image (PIL or uint8 array) of the embedded domain shows no object: its
+    :func:`foreground` covers less than ``max_foreground`` of the pixels."""
+    x = np.asarray(img.convert("RGB") if hasattr(img, "convert") else img)
+    return float(foreground(x).mean()) < max_foreground
+
+
 def detect_subject(img: np.ndarray, spec: SubjectSpec, tol: float = 60.0, min_share: float = 0.12,
                    min_area: float = 0.02) -> dict:
     """Whether ``img`` (uint8 [H, W, 3]) shows ``spec``: some connected foreground blob (pixels
@@ -308,9 +345,7 @@ def detect_subject(img: np.ndarray, spec: SubjectSpec, tol: float = 60.0, min_sh
 
     x = np.asarray(img, np.float64)[..., :3]
     h, w = x.shape[:2]
-    border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
-    bg = np.median(border, axis=0)
-    fg = np.linalg.norm(x - bg, axis=-1) > 40
+    fg = foreground(x)
     da = np.linalg.norm(x - np.asarray(spec.colour_a, np.float64), axis=-1) < tol
     db = np.linalg.norm(x - np.asarray(spec.colour_b, np.float64), axis=-1) < tol
     labels, n = ndimage.label(fg)

@@ -10,8 +10,11 @@
   and no ``k`` they train as many entries as θ would select (the fair comparison of Table 2); with
   ``lr: null`` they use Eq. 12 at the θ that selects that many entries, i.e. SaRA's lr.
 
-Knob: θ (``threshold_for_budget``; ``budget_mode: threshold``) or k (``budget_mode: k``: the k
-smallest entries, exact; always k for ``largest`` / ``random``).
+Knob: θ (``select_for_budget``; ``budget_mode: threshold``) or k (``budget_mode: k``: the k
+smallest entries, exact; always k for ``largest`` / ``random``). A budget below the number of
+entries that are exactly 0 (zero-initialised layers, e.g. a fresh AnimateDiff adapter's output
+projections) trains exactly that many zeros, the first in model order, at θ just above 0, without
+progressive re-selection (no trained entry stays below that θ).
 ``progressive_iter``: a float in (0, 1] is a fraction of the trainer's steps (``ctx.steps``;
 paper: 2,500 of 5,000 = 0.5), an int an absolute step, null never.
 """
@@ -22,7 +25,8 @@ from typing import Any
 
 from torch import nn
 
-from sara.core import Selection, lr_from_threshold, select, threshold_for_budget
+from sara.core import (Selection, lr_from_threshold, select, select_for_budget,
+                       threshold_for_budget)
 from sara.core.initial import STORAGES
 from sara.core.sampled_grad import crossover_for
 from sara.core.selection import resolve_params
@@ -80,10 +84,8 @@ class SaRAMethod(SparseMethod):
             return super().solve_budget(denoiser, target)
         if next(denoiser.parameters()).is_meta:
             raise ValueError("sara: solving θ for a budget needs the weights' values (not the meta device)")
-        theta = threshold_for_budget(denoiser, int(target), params=self.params)
-        achieved = sum(int((p.detach().abs().float() < theta).sum())
-                       for _, p in resolve_params(denoiser, self.params))
-        return theta, achieved
+        sel = select_for_budget(denoiser, int(target), params=self.params)
+        return sel.threshold, sel.count()
 
     def _resolve_progressive(self, ctx: PrepareContext | None) -> int | None:
         pi = self.progressive_iter
@@ -109,9 +111,11 @@ class SaRAMethod(SparseMethod):
         if self.knob == "threshold":
             if budget is not None:
                 self.target_params = int(budget)
-                self.threshold, _ = self.solve_budget(denoiser, int(budget))
+                sel = select_for_budget(denoiser, int(budget), params=self.params)
+                self.threshold = sel.threshold
+            else:
+                sel = select(denoiser, threshold=self.threshold, params=self.params)
             self.knob_value = self.threshold
-            sel = select(denoiser, threshold=self.threshold, params=self.params)
             self._lr_theta = self.threshold
         else:
             if budget is None and self.k is None:
@@ -125,6 +129,16 @@ class SaRAMethod(SparseMethod):
                               threshold_for_budget(denoiser, k, params=self.params)
                               if self.lr is None else None)
         self._progressive_resolved = self._resolve_progressive(ctx)
+        if "zero_ties" in sel.meta:
+            log.warning("sara: the budget %d is below the %d entries in scope that are exactly 0 "
+                        "(zero-initialised layers): training the first %d zeros in model order, "
+                        "θ = %.3g (just above 0).%s", sel.count(), sel.meta["zero_ties"],
+                        sel.count(), sel.threshold,
+                        "" if self._progressive_resolved is None else
+                        " No progressive re-selection (progressive_iter=null): every trained entry "
+                        "leaves |w| < θ at its first update, so re-selecting at step "
+                        f"{self._progressive_resolved} would leave nothing to train.")
+            self._progressive_resolved = None
         self._build(denoiser, sel)
         return denoiser
 
