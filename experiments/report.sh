@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 table=results/embedded/runs.csv
 claims_json=results/embedded/claims.json
-docs=(docs/results.md)
+docs=(docs/results.md docs/claims.md)
 out=outputs/analysis
 collect="" mode=""
 while (( $# )); do
@@ -35,6 +35,7 @@ if [[ $mode == --check ]]; then
 fi
 status=0
 run() { python -m "analysis.$1" "${@:2}" || status=$?; }  # run MODULE [options]
+run learnability          --results "$table" --out "$out/learnability"
 run fig2_pruning          --results "$table" --out "$out/pruning"
 run fig3_migration        --results "$table" --out "$out/migration"
 run fig6_backbone         --results "$table" --out "$out/backbone"
