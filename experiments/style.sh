@@ -5,6 +5,7 @@
 SWEEPS=(
   "+experiment=style"
   "+experiment=style method=full budget=none"
+  "+experiment=style method=full budget=none train.steps=0 experiment_name=style--base"   # the pre-trained row
 )
 ANALYSES=(
   "table1_style --methods full,lora,adaptformer,lt_sft,sara"

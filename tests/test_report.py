@@ -114,3 +114,28 @@ def test_learnability_table_keeps_schedules_apart_and_needs_both_methods(tmp_pat
     assert not t[(t["steps"] == 300)]["learned"].any()  # 1% below: not learned, and not averaged with 900
     md = (tmp_path / "o" / "learnability.md").read_text()
     assert "tiny at 900 steps: 1/2 sets learnable by both methods (Cyberpunk)" in md  # Hornify lacks SaRA
+
+
+def test_table1_has_a_pretrained_row_outside_vlhi_and_mean_std_cells(tmp_path):
+    from analysis import table1_style
+
+    rows = []
+    for ds in ("BarbieCore", "Cyberpunk", "ElementFire", "Expedition", "Hornify"):
+        for seed in (0, 1):
+            common = {"experiment": "style", "backbone": "tiny", "dataset": ds, "seed": seed}
+            rows.append({**common, "variant": "base", "method": "full", "budget": "none", "fid": 3000.0 + seed,
+                         "clip_score": 60.0})
+            for me, fid in (("sara", 900.0), ("lora", 1200.0)):
+                rows.append({**common, "variant": "", "method": me, "budget": "50M", "fid": fid + 10 * seed,
+                             "clip_score": 55.0 + seed})
+    table = tmp_path / "r.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    table1_style.main(["--results", str(table), "--out", str(tmp_path / "o")])
+    md = (tmp_path / "o" / "table1_style.md").read_text()
+    base = next(ln for ln in md.splitlines() if table1_style.BASE_LABEL in ln)
+    cells = [c.strip() for c in base.strip("|").split("|")]
+    assert cells[2] == "3000.50 ± 0.71" and cells[4] == "–"  # BarbieCore FID (2 seeds), no VLHI
+    sara = next(ln for ln in md.splitlines() if "| SaRA |" in ln)
+    assert "905.00 ± 7.07" in sara and "**" in sara  # best of its budget, base row not competing
+    long = pd.read_csv(tmp_path / "o" / "table1_style.csv")
+    assert set(long["method"]) == {"sara", "lora"}  # VLHI computed without the base row
