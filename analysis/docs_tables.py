@@ -26,12 +26,18 @@ def missing_note(src: str) -> str:
     return f"_No results yet for `{src}`: the committed results table has no runs of this experiment._\n"
 
 
+def demote_headings(text: str, levels: int = 3) -> str:
+    """Headings of an analysis file sit under the document's own section headings: ``#`` -> ``####``."""
+    return re.sub(r"^(#{1,6}) ", lambda m: "#" * min(6, len(m[1]) + levels) + " ", text, flags=re.M)
+
+
 def generated_body(analysis: Path, src: str) -> str:
-    """What the block naming ``src`` holds: that file's text (ends with one newline), or a note."""
+    """What the block naming ``src`` holds: that file's text, headings demoted (ends with one
+    newline), or a note."""
     if Path(src).is_absolute() or ".." in Path(src).parts:
         raise ValueError(f"generated block names {src!r}: give a path inside the analysis folder")
     f = analysis / src
-    return f.read_text(encoding="utf-8").rstrip("\n") + "\n" if f.is_file() else missing_note(src)
+    return demote_headings(f.read_text(encoding="utf-8").rstrip("\n")) + "\n" if f.is_file() else missing_note(src)
 
 
 def regenerate(text: str, analysis: Path) -> tuple[str, list[str]]:
