@@ -89,6 +89,14 @@ def rows_of(df: pd.DataFrame, experiment: str | Sequence[str] | None, prefix: bo
     return df[m].copy()
 
 
+def split_base(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of an experiment's ``<id>--base`` runs (the pre-trained model sampled with the
+    experiment's prompts, ``train.steps=0``, recorded as ``method=full budget=none``) and the
+    others, so a table never averages the pre-trained model into full fine-tuning."""
+    is_base = df["variant"].astype(str).eq("base") if "variant" in df else pd.Series(False, index=df.index)
+    return df[is_base], df[~is_base]
+
+
 def num(df: pd.DataFrame, col: str) -> pd.Series:
     return pd.to_numeric(df[col], errors="coerce") if col in df.columns else pd.Series(np.nan, index=df.index)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .common import (DATASETS, MEAN, budget_sort_key, PAPER_TO_SUITE, QUALITY_LABEL, arg_parser, fmt, has_metric, load,
+from .common import (split_base, DATASETS, MEAN, budget_sort_key, PAPER_TO_SUITE, QUALITY_LABEL, arg_parser, fmt, has_metric, load,
                      mean_over_seeds, method_label, num, out_dir, paper_other, paper_wide, rows_of, sci,
                      sort_rows, style_long, to_float, vlhi_groups, write_tables)
 from .table10_amplification import amplification_long, summary
@@ -53,7 +53,7 @@ def style_section(df, table: str, quality: str, bmap: dict, methods=None):
     except FileNotFoundError:
         return [], []
     q_paper = "CLIP" if quality == "clip_score" else "B-VQA"
-    ours = rows_of(df, "style")
+    ours = split_base(rows_of(df, "style"))[1]
     if ours.empty or not has_metric(ours, "fid", quality):
         return [{"title": f"{table}: not yet run", "header": ["note"], "cells": [["no `style` runs with FID and "
                                                                                    f"{quality} in the results table"]]}], []

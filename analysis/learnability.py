@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .common import DATASETS, arg_parser, fmt, load, markdown_table, num, out_dir, rows_of, write_missing
+from .common import DATASETS, arg_parser, fmt, load, markdown_table, num, out_dir, rows_of, split_base, write_missing
 
 METHODS = {("full", "none"): "full fine-tuning", ("sara", "50M"): "SaRA 50M"}
 
@@ -33,10 +33,10 @@ def _agg(g: pd.DataFrame) -> dict:
 def build(df: pd.DataFrame, target: float = 0.25) -> pd.DataFrame:
     """One row per (backbone, dataset, method, steps, lr): FID over seeds, the base's, the reduction."""
     df = df[num(df, "fid").notna()].copy()
-    is_base = df["variant"].astype(str).eq("base")
-    base = {k: _agg(g) for k, g in df[is_base].groupby(["backbone", "dataset"])}
+    base_df, ft = split_base(df)
+    base = {k: _agg(g) for k, g in base_df.groupby(["backbone", "dataset"])}
     rows = []
-    ft = df[~is_base & (num(df, "steps") > 0)].copy()
+    ft = ft[num(ft, "steps") > 0].copy()
     ft["budget"] = ft["budget"].astype(str)
     for (bb, ds, me, bu, steps, lr), g in ft.groupby(["backbone", "dataset", "method", "budget", "steps", "lr"],
                                                     dropna=False):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (arg_parser, load, method_label, method_sort_key, out_dir, rows_of, run_main,
+from .common import (split_base, arg_parser, load, method_label, method_sort_key, out_dir, rows_of, run_main,
                      write_missing)
 
 NAME = "style_samples"
@@ -56,7 +56,7 @@ def main(argv=None):
     ap.add_argument("--methods", default=None, help="comma-separated method ids shown (default: every method)")
     args = ap.parse_args(argv)
     out = out_dir(args.out)
-    df = rows_of(load(args.results), args.experiment or "style")
+    df = split_base(rows_of(load(args.results), args.experiment or "style"))[1]
     if args.methods and len(df):
         df = df[df["method"].isin(args.methods.split(","))]
     blocks = grid_rows(df, args.budget, args.n) if len(df) else []

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, budget_sort_key, fmt, has_metric, load,
                      mean_over_seeds, method_label, out_dir, paper_wide, pyplot, rows_of, save_fig, sort_rows,
-                     style_long, write_missing)
+                     split_base, style_long, write_missing)
 from .verdicts import (INCONCLUSIVE, NOT_RUN, NOT_TESTABLE, Claim, better_by_seeds, combine, evaluate, paper_verdict,
                        value_of, verdict)
 
@@ -45,13 +45,6 @@ def build(df, quality="clip_score", methods=None):
 
 
 BASE_LABEL = "Pre-trained (no fine-tuning)"
-
-
-def split_base(df):
-    """The rows of the ``style--base`` runs (the pre-trained model sampled with the style prompts,
-    ``train.steps=0``) and the others."""
-    is_base = df["variant"].astype(str).eq("base") if "variant" in df else pd.Series(False, index=df.index)
-    return df[is_base], df[~is_base]
 
 
 def base_long(base_df, quality):
@@ -194,7 +187,7 @@ PEFT_EXCLUDE = {"full", "none", "pretrained", "base"}
 
 
 def _style(df, quality="clip_score", methods=None):
-    d = rows_of(df, "style")
+    d = split_base(rows_of(df, "style"))[1]
     if methods is not None:
         d = d[d["method"].isin(methods)]
     if d.empty or not has_metric(d, "fid", quality):
@@ -231,7 +224,7 @@ def _best_mean_per_budget(long, col, lower, with_full=False):
 def _per_seed_means(df, quality, methods):
     """One Mean row per (backbone, budget, method, seed): the style table of each seed alone
     (VLHI normalised within that seed's runs), for the noise rule."""
-    d = rows_of(df, "style")
+    d = split_base(rows_of(df, "style"))[1]
     if methods is not None:
         d = d[d["method"].isin(methods)]
     out = []
@@ -277,7 +270,7 @@ def _claim_best(df, col, lower, quality="clip_score", methods=None, what="Mean V
 def _bvqa_rank(df):
     """C4 as the paper states it: SaRA's B-VQA is best or second-best in most (dataset, budget)
     cells of Table 6 (full fine-tuning, at budget none, ranked in every budget's cells)."""
-    d = rows_of(df, "style")
+    d = split_base(rows_of(df, "style"))[1]
     if d.empty or not has_metric(d, "bvqa"):
         return NOT_RUN, "no `style` runs with B-VQA"
     if "dora" not in set(d["method"]):
@@ -362,7 +355,7 @@ def _paper_diffpruning():
 
 
 def _memory(df):
-    d = rows_of(df, "style")
+    d = split_base(rows_of(df, "style"))[1]
     if d.empty or not has_metric(d, "peak_memory_bytes"):
         return NOT_RUN, "no `style` runs with peak memory"
     m = mean_over_seeds(d, ["backbone", "budget", "method"], ["peak_memory_bytes"])

@@ -139,3 +139,5 @@ def test_table1_has_a_pretrained_row_outside_vlhi_and_mean_std_cells(tmp_path):
     assert "905.00 ± 7.07" in sara and "**" in sara  # best of its budget, base row not competing
     long = pd.read_csv(tmp_path / "o" / "table1_style.csv")
     assert set(long["method"]) == {"sara", "lora"}  # VLHI computed without the base row
+    claims_long = table1_style._style(pd.read_csv(table, keep_default_na=False, na_values=[""]))
+    assert set(claims_long["method"]) == {"sara", "lora"}  # the claims never count it as full fine-tuning
