@@ -88,6 +88,15 @@ def _check_eval(ecfg: Mapping) -> None:
 
 
 # --- weights --------------------------------------------------------------------------------------
+def stamp_weights_id(plain: dict) -> None:
+    """Set ``backbone.weights_id`` (:func:`sara.backbones.factory.weights_id`) in a plain run config,
+    so the stale-run check and the results tables tell runs on re-trained embedded weights apart."""
+    if isinstance(plain.get("backbone"), dict):
+        from sara.backbones.factory import weights_id
+
+        plain["backbone"]["weights_id"] = weights_id(plain["backbone"])
+
+
 def check_weights(bcfg: Mapping) -> None:
     """The backbone's weights are a local folder or in the Hugging Face cache (no network).
     Downloading is opt-in: ``backbone.local_files_only=false``."""

@@ -27,7 +27,7 @@ from sara.hooks.migration import MigrationHook
 from sara.hooks.schema import hooks_filled, validate_hooks
 from sara.io import to_jsonable
 from sara.precision import autocast_dtype
-from sara.preflight import check_config, check_weights
+from sara.preflight import check_config, check_weights, stamp_weights_id
 from sara.record import (RESULT_FILE, RUN_DIR_LEVELS, SAMPLES_DIR, build_record, eval_section,
                          load_result, memory_section, paths_section, records_failure,
                          run_dir_for, run_section, time_section, train_section, write_result)
@@ -36,8 +36,7 @@ from sara.rundir import StaleRunError, hold_run_dir
 log = logging.getLogger(__name__)
 
 #: Keys whose change does not make a finished run stale.
-VOLATILE_KEYS = ("logger", "overwrite", "on_failure", "output_root", "torch_threads",
-                 "train.progress",
+VOLATILE_KEYS = ("logger", "overwrite", "on_failure", "output_root", "torch_threads", "train.progress",
                  "train.num_workers", "eval.device", "train.device",
                  # how a run is checkpointed / logged does not change it (exact resume);
                  # eval.batch_size is not here: it seeds the samples (chunk c uses seed + c)
@@ -62,6 +61,7 @@ def execute(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict:
     run_dir = Path(run_dir) if run_dir is not None else (hydra_run_dir() or run_dir_for(cfg))
     plain = _plain(cfg)
     check_weights(plain.get("backbone") or {})  # no hub call without weights
+    stamp_weights_id(plain)  # which weights: part of the run's identity
     with hold_run_dir(run_dir):
         if plain.get("overwrite"):
             log.warning("overwrite=true: clearing %s", run_dir)

@@ -65,6 +65,11 @@ def parse_args(argv=None):
                    help="training state saved here every --ckpt-every seconds (default: outputs/pretrain/<world>_ckpt)")
     p.add_argument("--ckpt-every", type=float, default=300.0, metavar="S")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue from this training-state folder")
+    p.add_argument("--init", default=None, metavar="DIR",
+                   help="warm start: the denoiser and text encoder weights of this zoo folder (e.g. sara/zoo/tiny), "
+                        "a fresh optimizer and schedule")
+    p.add_argument("--looks", default="plain", choices=["plain", "varied"],
+                   help="PretrainDomain looks: plain light backgrounds, or varied looks (sara.data.looks)")
     p.add_argument("--torch-threads", type=int, default=None)
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="save the training state at this step and exit without writing --out (an interruption)")
@@ -209,6 +214,19 @@ def build_world(args, arch, vae):
     return build(arch), arch
 
 
+def init_from(trained: dict, folder: Path) -> None:
+    """Load each trained module's weights from ``folder/<module>/*.safetensors`` (a zoo folder)."""
+    from safetensors.torch import load_file
+
+    for name, module in trained.items():
+        files = sorted((folder / name).glob("*.safetensors"))
+        if len(files) != 1:
+            raise FileNotFoundError(f"--init {folder}: expected one .safetensors file in {folder / name}, found {len(files)}")
+        state = {k: v.float() for k, v in load_file(files[0]).items()}
+        module.load_state_dict(state)
+    print(f"initialised {', '.join(trained)} from {folder}", flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     import torch
@@ -240,6 +258,8 @@ def main(argv=None):
     bb.to(device)
     # the denoiser and every text encoder train together (modules() order: denoiser first)
     trained = {k: m for k, m in bb.modules().items() if k != "vae"}
+    if args.init and not args.resume:
+        init_from(trained, Path(args.init))
     n_params = {k: sum(p.numel() for p in m.parameters()) for k, m in trained.items()}
     print(f"{args.world} backbone: " + ", ".join(f"{k} {n:,}" for k, n in n_params.items())
           + f" params; device {device}, precision {prec}", flush=True)
@@ -289,7 +309,8 @@ def main(argv=None):
     from torch.utils.data import Subset
 
     # item i of the stream is a pure function of (data seed, i): a resume continues the same stream
-    data = Subset(PretrainDomain(resolution=bb.resolution, split="train", seed=args.data_seed, length=10**9),
+    data = Subset(PretrainDomain(resolution=bb.resolution, split="train", seed=args.data_seed, length=10**9,
+                                 looks=args.looks),
                   range(step * args.batch_size, 10**9))
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
@@ -377,7 +398,7 @@ def main(argv=None):
     print(f"trained {step} steps in {wall:.1f}s; final loss (smoothed) {ema_loss:.4f}", flush=True)
 
     # held-out validation loss of the saved weights (fixed batch, fixed noise)
-    val = PretrainDomain(resolution=bb.resolution, split="val", seed=args.data_seed)
+    val = PretrainDomain(resolution=bb.resolution, split="val", seed=args.data_seed, looks=args.looks)
     vb = collate([val[i] for i in range(min(256, len(val)))])
     bb.prompt_dropout = 0.0
     with torch.no_grad():
@@ -388,12 +409,15 @@ def main(argv=None):
     cmd = " ".join(["python", "scripts/pretrain_tiny.py"] + (sys.argv[1:] if argv is None else list(argv)))
     repro = {k.replace("_", "-"): v for k, v in vars(args).items() if k in DEFAULTS}
     repro["steps"] = step
+    repro["looks"] = args.looks
+    if args.init:
+        repro["init"] = args.init
     if args.world != "tiny":
         repro["world"] = args.world
         repro["vae"] = args.vae
     manifest = {
         "what": f"{args.world} embedded backbone ({type(bb).__name__}), pre-trained on sara.data.domain.PretrainDomain",
-        "world": args.world, "vae": vae_manifest,
+        "world": args.world, "looks": args.looks, "init": args.init, "vae": vae_manifest,
         "command": cmd,
         "reproduce": "python scripts/pretrain_tiny.py " + " ".join(f"--{k} {v}" for k, v in repro.items())
         + (f" --arch '{args.arch}'" if args.arch else ""),

@@ -181,3 +181,35 @@ def test_one_run_started_twice_at_once(tmp_path):
     assert "is in use by process" in busy and "Traceback" not in busy
     done = next(out for (out, err), p in zip(outs, procs) if p.returncode == 0)
     assert done.strip().startswith("done: ")
+
+
+def test_a_run_on_retrained_weights_of_the_same_name_is_stale(tmp_path):
+    """The embedded backbone's weights are part of a run's identity (``backbone.weights_id``):
+    re-training the zoo folder makes an earlier result stale instead of passing as this run's."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sara.backbones.factory import weights_id
+    from sara.rundir import StaleRunError
+
+    assert weights_id({"kind": "stable_diffusion", "model_id": "x/y"}) is None  # hub models: by id
+    folder = tmp_path / "tiny"
+    shutil.copytree(REPO_ROOT / "sara" / "zoo" / "tiny", folder)
+    overrides = ["train=smoke", "train.steps=1", "eval.metrics=[]", "eval.num_prompts=2", "torch_threads=1",
+                 f"backbone.pretrained={folder}", f"output_root={tmp_path / 'runs'}",
+                 f"data.root={tmp_path / 'data'}"]
+    cfg = compose_conf(REPO_ROOT / "conf", overrides)
+    d = run_dir_for(cfg)
+    rec = execute(cfg, d)
+    before = weights_id({"kind": "tiny", "pretrained": str(folder)})
+    assert rec["config"]["backbone"]["weights_id"] == before and len(before) == 16
+    assert execute(cfg, d)["_already_done"]
+    unet = next((folder / "unet").glob("*.safetensors"))
+    state = load_file(unet)
+    key = next(iter(state))
+    state[key] = state[key] + 1e-3
+    save_file(state, unet)
+    assert weights_id({"kind": "tiny", "pretrained": str(folder)}) != before
+    with pytest.raises(StaleRunError, match="weights_id"):
+        execute(cfg, d)

@@ -44,3 +44,36 @@ def test_collate_and_dataloader():
     dl = torch.utils.data.DataLoader(d, batch_size=8, collate_fn=collate)
     b = next(iter(dl))
     assert b["pixel_values"].shape == (8, 3, 32, 32) and b["prompts"][0] == d[0]["prompt"]
+
+
+def test_varied_looks_keep_the_content_and_are_deterministic():
+    import json
+
+    import numpy as np
+    import pytest
+
+    from sara.data.looks import sample_look
+
+    plain, varied = PretrainDomain(32, "train", looks="plain"), PretrainDomain(32, "train", looks="varied")
+    keys = None
+    kinds = set()
+    for i in range(60):
+        # same scene and caption in both domains: the look never changes the content
+        assert varied[i]["prompt"] == plain[i]["prompt"] and varied[i]["scene"] == plain[i]["scene"]
+        look = varied.look(i)
+        json.dumps(look)  # recorded looks are plain data
+        keys = keys or set(look)
+        assert set(look) == keys
+        kinds.add(look["background"])
+        x = varied[i]["pixel_values"]
+        assert x.shape == (3, 32, 32) and x.min() >= -1 and x.max() <= 1
+        assert torch.equal(x, PretrainDomain(32, "train", looks="varied")[i]["pixel_values"])
+    assert kinds == {"plain", "solid", "gradient", "texture", "horizon"}
+    # a look changes the pixels of most items (dark backgrounds among them), a plain look none
+    differ = [not torch.equal(varied[i]["pixel_values"], plain[i]["pixel_values"]) for i in range(60)]
+    assert sum(differ) >= 30
+    means = [float(varied[i]["pixel_values"].mean()) for i in range(60)]
+    assert min(means) < -0.5 < max(means)
+    assert plain.look(0) is None and sample_look(np.random.default_rng(3)) == sample_look(np.random.default_rng(3))
+    with pytest.raises(ValueError, match="looks must be one of"):
+        PretrainDomain(32, looks="noir")

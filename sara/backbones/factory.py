@@ -2,6 +2,9 @@
 that knows every backbone kind (the base class knows none of its subclasses)."""
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from .base import Backbone, to_plain_dict
 
 
@@ -39,3 +42,37 @@ def load_backbone(cfg, device=None, dtype=None) -> Backbone:
     if device is not None or dtype is not None:
         bb.to(device, dtype)
     return bb
+
+
+def weights_folder(cfg) -> Path | None:
+    """The local folder of an embedded backbone's weights (``backbone.pretrained``, else its zoo
+    folder); None for the full-size backbones, whose identity is their model id and revision."""
+    cfg = to_plain_dict(cfg)
+    kind, world = cfg.get("kind", "stable_diffusion"), cfg.get("world")
+    if kind == "tiny":
+        from .tiny import WORLDS as TINY_WORLDS
+
+        default = TINY_WORLDS.get(world or "tiny", (None, None))[1]
+    elif world:
+        from .tiny_families import WORLDS as FAMILY_WORLDS
+
+        default = (FAMILY_WORLDS.get(world) or {}).get("root")
+    else:
+        return None
+    folder = cfg.get("pretrained") or default
+    return Path(folder) if folder else None
+
+
+def weights_id(cfg) -> str | None:
+    """A content hash (sha256, 16 hex digits) of the ``*.safetensors`` files of an embedded
+    backbone's folder: recorded with every run (``backbone.weights_id``) so a result made with
+    other weights of the same name (a re-trained zoo) is never taken for this one. None for the
+    full-size backbones and for a folder that is not there (the loader reports it)."""
+    folder = weights_folder(cfg)
+    if folder is None or not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*.safetensors")):
+        h.update(f.relative_to(folder).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
