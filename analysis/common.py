@@ -73,6 +73,9 @@ def load(path: str | Path) -> pd.DataFrame:
         df["seed"] = 0
     if "budget_params" not in df.columns:
         df["budget_params"] = [parse_budget(b) for b in df["budget"]]
+    # which embedded weights a run used (runs recorded before the id was: "unrecorded")
+    wid = df["config.backbone.weights_id"] if "config.backbone.weights_id" in df else pd.Series(None, index=df.index)
+    df["weights"] = wid.astype(str).str[:8].where(wid.notna(), "unrecorded")
     return df
 
 

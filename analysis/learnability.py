@@ -1,7 +1,9 @@
 """Learnability of the style sets (not a paper table): per set and schedule, the embedded FID of
 the base model, of full fine-tuning and of SaRA at 50M (mean ± std over seeds), and whether both
-fine-tuned FIDs are at least ``--target`` (25%) below the base's. Rows are kept apart by training
-steps and learning rate, so a longer schedule or another rate is its own row, never averaged in.
+fine-tuned FIDs are at least ``--target`` (25%) below the base's. Rows are kept apart by the
+backbone's weights (``weights``: the first digits of ``backbone.weights_id``), training steps and
+learning rate, so another base model, a longer schedule or another rate is its own row, never
+averaged in.
 
 Reads the `learnability` rows (``learnability--base``: the pre-trained model, ``train.steps=0``).
 Writes ``learnability.{md,csv}``.
@@ -31,19 +33,19 @@ def _agg(g: pd.DataFrame) -> dict:
 
 
 def build(df: pd.DataFrame, target: float = 0.25) -> pd.DataFrame:
-    """One row per (backbone, dataset, method, steps, lr): FID over seeds, the base's, the reduction."""
+    """One row per (backbone, weights, dataset, method, steps, lr): FID over seeds, the base's, the reduction."""
     df = df[num(df, "fid").notna()].copy()
     base_df, ft = split_base(df)
-    base = {k: _agg(g) for k, g in base_df.groupby(["backbone", "dataset"])}
+    base = {k: _agg(g) for k, g in base_df.groupby(["backbone", "weights", "dataset"])}
     rows = []
     ft = ft[num(ft, "steps") > 0].copy()
     ft["budget"] = ft["budget"].astype(str)
-    for (bb, ds, me, bu, steps, lr), g in ft.groupby(["backbone", "dataset", "method", "budget", "steps", "lr"],
-                                                    dropna=False):
+    for (bb, w, ds, me, bu, steps, lr), g in ft.groupby(["backbone", "weights", "dataset", "method", "budget",
+                                                         "steps", "lr"], dropna=False):
         if (me, bu) not in METHODS:
             continue
-        b = base.get((bb, ds), {"fid": np.nan, "fid_std": np.nan})
-        r = {"backbone": bb, "dataset": ds, "method": me, "budget": bu, "steps": steps, "lr": lr, **_agg(g),
+        b = base.get((bb, w, ds), {"fid": np.nan, "fid_std": np.nan})
+        r = {"backbone": bb, "weights": w, "dataset": ds, "method": me, "budget": bu, "steps": steps, "lr": lr, **_agg(g),
              "base_fid": b["fid"], "base_fid_std": b["fid_std"]}
         r["reduction"] = 1 - r["fid"] / r["base_fid"] if np.isfinite(r["base_fid"]) else np.nan
         r["learned"] = bool(np.isfinite(r["reduction"]) and r["reduction"] >= target)
@@ -52,7 +54,7 @@ def build(df: pd.DataFrame, target: float = 0.25) -> pd.DataFrame:
     if out.empty:
         return out
     order = {d: i for i, d in enumerate(DATASETS)}
-    return out.sort_values(["backbone", "dataset", "steps", "method", "lr"],
+    return out.sort_values(["backbone", "weights", "dataset", "steps", "method", "lr"],
                            key=lambda s: s.map(order).fillna(99) if s.name == "dataset" else s).reset_index(drop=True)
 
 
@@ -74,22 +76,22 @@ def main(argv=None):
     if t.empty:
         return write_missing(out, name, "no `learnability` runs with FID in the results table")
     t.to_csv(out / f"{name}.csv", index=False)
-    cells = [[r.backbone, r.dataset, METHODS[(r.method, r.budget)], fmt(r.steps), _rate(r.lr),
+    cells = [[r.backbone, r.weights, r.dataset, METHODS[(r.method, r.budget)], fmt(r.steps), _rate(r.lr),
               f"{r.seeds}", _pm(r.base_fid, r.base_fid_std), _pm(r.fid, r.fid_std),
               f"{-100 * r.reduction:+.0f}%" if np.isfinite(r.reduction) else "–", "yes" if r.learned else "no"]
              for r in t.itertuples()]
     verdict = []
-    for (bb, st), g in t.groupby(["backbone", "steps"]):
+    for (bb, w, st), g in t.groupby(["backbone", "weights", "steps"]):
         # a set is learnable at a schedule when each method, at its best rate tried, is >= target below the base
         ok = [ds for ds, gd in g.groupby("dataset", sort=False)
               if set(gd["method"]) >= {m for m, _ in METHODS} and gd.groupby("method")["learned"].any().all()]
-        verdict.append(f"{bb} at {fmt(st)} steps: {len(ok)}/{g['dataset'].nunique()} sets learnable by both methods"
+        verdict.append(f"{bb} (weights {w}) at {fmt(st)} steps: {len(ok)}/{g['dataset'].nunique()} sets learnable by both methods"
                        f" ({', '.join(ok) or 'none'})")
     md = [f"# Learnability of the style sets",
           f"Embedded FID against each style set (100 evaluation prompts), mean ± std over the seeds listed; "
           f"a set is learnable at a schedule when full fine-tuning and SaRA 50M each lower the base's FID "
           f"by at least {args.target:.0%}.",
-          markdown_table(cells, ["backbone", "set", "method", "steps", "lr", "seeds", "base FID", "FID",
+          markdown_table(cells, ["backbone", "weights", "set", "method", "steps", "lr", "seeds", "base FID", "FID",
                                  "change", f"≥ {args.target:.0%} lower"]),
           "\n".join(f"- {v}" for v in verdict)]
     (out / f"{name}.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")

@@ -104,16 +104,23 @@ def test_learnability_table_keeps_schedules_apart_and_needs_both_methods(tmp_pat
                  {**common, "variant": "", "method": "full", "budget": "none", "steps": 300, "lr": 1e-3, "fid": 990.0}]
     rows.append({"experiment": "learnability", "variant": "", "backbone": "tiny", "dataset": "Hornify", "seed": 0,
                  "method": "full", "budget": "none", "steps": 900, "lr": 1e-3, "fid": 100.0})  # no SaRA run
+    other = {"experiment": "learnability", "backbone": "tiny", "dataset": "Cyberpunk", "seed": 0, "steps": 900,
+             "config.backbone.weights_id": "abcdef0123456789"}  # another base model: its own rows
+    rows += [{**other, "variant": "base", "method": "full", "budget": "none", "steps": 0, "lr": "eq12", "fid": 500.0},
+             {**other, "variant": "", "method": "full", "budget": "none", "lr": 1e-3, "fid": 450.0},
+             {**other, "variant": "", "method": "sara", "budget": "50M", "lr": 4e-4, "fid": 460.0}]
     table = tmp_path / "r.csv"
     pd.DataFrame(rows).to_csv(table, index=False)
     learnability.main(["--results", str(table), "--out", str(tmp_path / "o")])
     t = pd.read_csv(tmp_path / "o" / "learnability.csv")
-    full900 = t[(t["method"] == "full") & (t["steps"] == 900) & (t["dataset"] == "Cyberpunk")].iloc[0]
+    full900 = t[(t["method"] == "full") & (t["steps"] == 900) & (t["dataset"] == "Cyberpunk") & (t["weights"] == "unrecorded")].iloc[0]
     assert full900["fid"] == pytest.approx(710) and full900["base_fid"] == pytest.approx(1000)
     assert full900["n_seeds"] == 3 and bool(full900["learned"])
     assert not t[(t["steps"] == 300)]["learned"].any()  # 1% below: not learned, and not averaged with 900
     md = (tmp_path / "o" / "learnability.md").read_text()
-    assert "tiny at 900 steps: 1/2 sets learnable by both methods (Cyberpunk)" in md  # Hornify lacks SaRA
+    assert "tiny (weights unrecorded) at 900 steps: 1/2 sets learnable by both methods (Cyberpunk)" in md  # Hornify: no SaRA
+    assert "tiny (weights abcdef01) at 900 steps: 0/1 sets learnable by both methods (none)" in md
+    assert t[t["weights"] == "abcdef01"]["base_fid"].eq(500.0).all()  # never the other base's FID
 
 
 def test_table1_has_a_pretrained_row_outside_vlhi_and_mean_std_cells(tmp_path):

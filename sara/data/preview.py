@@ -34,6 +34,15 @@ def base_preview(n: int = 32, seed: int = 0, resolution: int = 32, split_stream:
     return preview_grid([render(s, resolution) for s in scenes], scale=4), [caption(s) for s in scenes]
 
 
+def looks_preview(n: int = 32, seed: int = 0, resolution: int = 32):
+    """(grid image, captions) of the first ``n`` validation items of the varied-looks domain
+    (the scenes of :func:`base_preview`, each drawn with its look)."""
+    from .domain import PretrainDomain
+
+    d = PretrainDomain(resolution, "val", seed=seed, looks="varied")
+    return preview_grid([d.image(i) for i in range(n)], scale=4), [caption(d.scene(i)) for i in range(n)]
+
+
 def style_preview(name: str, n: int = 16, seed: int = 0, resolution: int | None = None):
     """(grid image, captions) of the first ``n`` images of a style dataset; ``resolution``
     (e.g. 32) box-downsamples them to what the model sees."""
