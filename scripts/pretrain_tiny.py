@@ -227,6 +227,22 @@ def init_from(trained: dict, folder: Path) -> None:
     print(f"initialised {', '.join(trained)} from {folder}", flush=True)
 
 
+def chain_init(manifest: dict, init: Path, world: str) -> dict:
+    """A warm-started model's manifest carries the manifest of the weights it started from, and its
+    ``reproduce`` becomes the whole chain (the initial model written to a folder of its own first),
+    so it still reproduces once ``init`` itself has been replaced."""
+    f = init / "manifest.json"
+    if not f.is_file():
+        return manifest
+    first = json.loads(f.read_text())
+    manifest["init_manifest"] = first
+    if first.get("reproduce"):
+        stage = f"outputs/pretrain/{world}_init{len(first.get('reproduce', '').split(' && '))}"
+        manifest["reproduce"] = (f"{first['reproduce']} --out {stage} && "
+                                 + manifest["reproduce"].replace(f"--init {init}", f"--init {stage}"))
+    return manifest
+
+
 def main(argv=None):
     args = parse_args(argv)
     import torch
@@ -430,6 +446,8 @@ def main(argv=None):
         "final_loss": ema_loss, "val_loss": val_loss, "loss_curve": losses[:: max(1, len(losses) // 100)],
         "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if args.init:
+        chain_init(manifest, Path(args.init), args.world)
     if args.eval_prompts:
         bb.prompt_dropout = 0.0
         t1 = time.time()

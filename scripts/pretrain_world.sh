@@ -16,6 +16,8 @@
 # workers each; PARALLEL=0 runs them one after the other, e.g. one per call with more FAMILY_S).
 # tiny_sd2 / tiny_sdxl use outputs/pretrain/vae, tiny_sd3 outputs/pretrain/vae16; each writes
 # sara/zoo/<name> (denoiser and VAE in fp16; manifest with prompt following).
+# Every denoiser pre-trains on the varied-looks domain (sara.data.looks: backgrounds, palettes,
+# outlines, glows, textures), so the style sets lie within its support as they do for Stable Diffusion.
 #
 # Outputs: outputs/pretrain/vae (AutoencoderKL + manifest.json, copied into the pipeline),
 # sara/zoo/tiny_latent (StableDiffusionPipeline folder + manifest.json: command, seeds, steps,
@@ -52,7 +54,7 @@ family_stage() {  # world, vae folder
   local world=$1 vae=$2
   resume=(); [[ -n "${RESUME:-}" && -f $OUT/${world}_ckpt/state.pt ]] && resume=(--resume "$OUT/${world}_ckpt")
   python scripts/pretrain_tiny.py --world "$world" --vae "$vae" --device "$DEVICE" --out "sara/zoo/$world" \
-    --ckpt "$OUT/${world}_ckpt" "${resume[@]}" "${fbudget[@]}" --batch-size "$FAMILY_BATCH" --lr 1e-3 --workers "$FAMILY_WORKERS" \
+    --ckpt "$OUT/${world}_ckpt" "${resume[@]}" "${fbudget[@]}" --batch-size "$FAMILY_BATCH" --lr 1e-3 --workers "$FAMILY_WORKERS" --looks varied \
     --eval-prompts "$EVAL_PROMPTS" --no-progress --log-every 200
 }
 # run "$@" now (PARALLEL=0) or in the background, logging to $OUT/<name>.log; `finish` waits for all
@@ -89,7 +91,7 @@ if has unet; then
   resume=(); [[ -n "${RESUME:-}" && -f $OUT/tiny_latent_ckpt/state.pt ]] && resume=(--resume "$OUT/tiny_latent_ckpt")
   python scripts/pretrain_tiny.py --world tiny_latent --vae "$OUT/vae" --device "$DEVICE" --out sara/zoo/tiny_latent \
     --ckpt "$OUT/tiny_latent_ckpt" "${resume[@]}" --time-budget "$UNET_S" --batch-size 512 --lr 1e-3 \
-    --eval-prompts 500 --no-progress --log-every 200
+    --looks varied --eval-prompts 500 --no-progress --log-every 200
 fi
 for world in tiny_sd2 tiny_sdxl tiny_sd3; do
   if has $world; then
