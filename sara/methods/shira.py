@@ -89,8 +89,11 @@ class SHiRA(PeftAdapterMethod, AddedParamsMethod):
     def set_knob_from(self, config, denoiser: nn.Module) -> None:
         self.rank = int(config.r)
         self.mask_seed = config.random_seed
-        kept = set(config.target_modules or ())  # the saved adapter names every adapted layer
-        self.rank_pattern = {n: 0 for n, _ in self.all_linear_layers(denoiser) if n not in kept}
+        from peft.tuners.tuners_utils import check_target_module_exists
+
+        # the layers the saved adapter does not target (peft may save its targets as suffixes)
+        self.rank_pattern = {n: 0 for n, _ in self.all_linear_layers(denoiser)
+                             if not check_target_module_exists(config, n)}
 
     def apply(self, denoiser: nn.Module, budget: int | None = None,
               ctx: PrepareContext | None = None) -> nn.Module:
