@@ -107,6 +107,9 @@ def solve_knob(method, denoiser, target: int | None) -> dict:
         knob_value, achieved = method.solve_budget(denoiser, int(target))
     pattern = method.knob_pattern if target is not None else None
     counted_on, extra = "solver", {}
+    modules = method.knob_modules(denoiser)
+    if modules is not None:
+        extra["knob_modules"] = len(modules)
     if target is not None and isinstance(method, AddedParamsMethod):
         built = built_count(method, denoiser, int(target))
         if built != achieved:
@@ -294,14 +297,19 @@ def run(backbone: str, budgets=DEFAULT_BUDGETS, methods=None, random_init: bool 
     return records
 
 
+def _knob_text(r: dict) -> str:
+    """``knob_value``, then ``(v on n of N)`` for the n modules (of N) whose value is v instead."""
+    kv = r["knob_value"]
+    kv = f"{kv:.4g}" if isinstance(kv, float) else str(kv)
+    values = list((r.get("knob_pattern") or {}).values())
+    of = f" of {r['knob_modules']}" if r.get("knob_modules") else ""
+    return kv + "".join(f" ({v} on {values.count(v)}{of})" for v in sorted(set(values)))
+
+
 def format_table(records: list[dict]) -> str:
     rows = [("method", "budget", "knob", "knob_value", "target", "achieved", "rel_err", "counted on")]
     for r in records:
-        kv = r["knob_value"]
-        kv = f"{kv:.4g}" if isinstance(kv, float) else str(kv)
-        if r.get("knob_pattern"):  # per-module values that differ from the base value
-            values = list(r["knob_pattern"].values())
-            kv += "".join(f" ({v} on {values.count(v)})" for v in sorted(set(values)))
+        kv = _knob_text(r)
         rel = "" if r["rel_error"] is None else f"{100 * r['rel_error']:+.3f}%"
         if not r["knob"] and r["target"]:
             rel = "(no knob)"
@@ -311,9 +319,34 @@ def format_table(records: list[dict]) -> str:
                      f"{r['achieved']:,}" if r["achieved"] is not None else "-", rel,
                      r.get("counted_on") or ""))
     w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    note = ("\nknob_value: the value on every module, (v on n): n modules at v instead "
-            "(rank 0: layer left out)")
+    note = ("\nknob_value: the value on every module, (v on n of N): n of the N modules at v "
+            "instead (rank 0: layer left out)")
     return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows) + note
+
+
+def _cell(r: dict) -> str:
+    if not r["knob"] or r["target"] is None:
+        return f"{r['achieved']:,} (no knob)" if r["achieved"] is not None else "-"
+    rel = f"{100 * r['rel_error']:+.2f}%".replace("-", "−")
+    return f"{_knob_text(r)}: {r['achieved']:,} ({rel})"
+
+
+def format_markdown(records: list[dict]) -> str:
+    """One Markdown row per method (methods whose cells are all equal share a row), one column
+    per budget: ``knob value (per-module values): achieved count (relative error)``."""
+    budgets = list(dict.fromkeys(r["budget"] for r in records))
+    targets = {r["budget"]: r["target"] for r in records}
+    rows: dict[tuple, list[str]] = {}
+    for m in dict.fromkeys(r["method"] for r in records):
+        by = {r["budget"]: r for r in records if r["method"] == m}
+        knob = next(iter(by.values()))["knob"]
+        rows.setdefault((knob, *(_cell(by[b]) if b in by else "-" for b in budgets)), []).append(m)
+    head = ["method (knob)"] + [f"{b} → {targets[b]:,}" if targets[b] else b for b in budgets]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for (knob, *cells), methods in rows.items():
+        name = ", ".join(f"`{m}`" for m in methods) + (f" ({knob})" if knob else "")
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -326,12 +359,13 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (halves memory on sd3/sdxl)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table (one row per method)")
     a = ap.parse_args(argv)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
     budgets = [b.strip() for b in a.budgets.split(",") if b.strip()]
     records = run(a.backbone, budgets, methods, a.random_init, a.device, a.dtype, a.seed,
                   log=lambda s: print(s, file=sys.stderr))
-    print(format_table(records))
+    print(format_markdown(records) if a.markdown else format_table(records))
     if a.json:
         atomic_write_text(a.json, json.dumps(records, indent=1))
     return 0

@@ -229,7 +229,14 @@ def test_cli_writes_records(tmp_path, capsys):
     by = {(r["method"], r["budget"]): r for r in recs}
     assert by[("lt_sft", "0.01")]["achieved"] == round(0.01 * recs[0]["denoiser_params"])
     assert by[("sara", "5M")]["knob"] == "threshold"
+    lora = by[("lora", "5M")]  # the per-module ranks are in the record (a run's too)
+    assert lora["knob_pattern"] and lora["knob_modules"] >= len(lora["knob_pattern"])
+    assert lora["counted_on"] == "built model" and by[("sara", "5M")]["counted_on"] == "solver"
     assert "rel_err" in capsys.readouterr().out
+    assert main(["--backbone", "tiny", "--random-init", "--budgets", "5M", "--methods", "lora",
+                 "--markdown"]) == 0
+    md = capsys.readouterr().out.splitlines()
+    assert md[0].startswith("| method (knob) | 5M → ") and md[2].startswith("| `lora` (rank) | 1 (2 on ")
 
 
 @pytest.mark.slow

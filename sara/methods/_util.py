@@ -89,15 +89,6 @@ def next_batch(batches: Iterator[Any]) -> Any:
         raise ValueError("ctx.batches ran out: it must be an endless iterator of training batches")
 
 
-def nearest_int_knob(target: int, const: int, per_unit: int, lo: int = 1) -> int:
-    """The integer ``u >= lo`` minimising ``|const + per_unit*u - target|``."""
-    if per_unit <= 0:
-        raise ValueError("the method's knob does not change its parameter count (no target modules?)")
-    u = (target - const) / per_unit
-    cands = {max(lo, math.floor(u)), max(lo, math.ceil(u))}
-    return min(cands, key=lambda c: (abs(const + per_unit * c - target), c))
-
-
 def spread_indices(n: int, m: int) -> list[int]:
     """``m`` of ``range(n)``, evenly spread over it: ``floor((j + 1/2) n / m)`` for ``j < m``."""
     return [int((2 * j + 1) * n // (2 * m)) for j in range(m)]

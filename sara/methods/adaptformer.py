@@ -103,6 +103,9 @@ class AdaptFormer(AddedParamsMethod):
             out.append((_adapter_key(bname, attr), d_out, d_in + 1 + d_out))
         return out
 
+    def knob_modules(self, denoiser: nn.Module) -> list[str]:
+        return [key for key, _, _ in self._adapter_terms(denoiser)]
+
     def count_for_bottleneck(self, denoiser: nn.Module, bottleneck: int,
                              bottleneck_pattern: dict[str, int] | None = None) -> int:
         """The trainable count at ``bottleneck`` (and ``bottleneck_pattern``) from the shapes."""

@@ -111,6 +111,10 @@ class Method(abc.ABC):
         pattern = getattr(self, self.pattern_attr, None) if self.pattern_attr else None
         return dict(pattern) if pattern else None
 
+    def knob_modules(self, denoiser: nn.Module) -> list[str] | None:
+        """The names of the modules whose knob ``knob_pattern`` may set (None: no per-module knob)."""
+        return None
+
     def take_budget(self, denoiser: nn.Module, budget: int | None, attr: str) -> Any:
         """Set the knob attribute ``attr`` from ``budget`` (when given) and record it."""
         if budget is not None:

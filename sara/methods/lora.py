@@ -104,6 +104,9 @@ class LoRA(AddedParamsMethod):
                              f"{self.target_modules!r}")
         return out
 
+    def knob_modules(self, denoiser: nn.Module) -> list[str]:
+        return [n for n, _ in self.target_layers(denoiser)]
+
     def count_for_rank(self, denoiser: nn.Module, rank: int,
                        rank_pattern: dict[str, int] | None = None) -> int:
         """The trainable count at ``rank`` (and ``rank_pattern``) from the layer shapes."""
@@ -142,7 +145,7 @@ class LoRA(AddedParamsMethod):
         if ctx is not None:
             torch.manual_seed(ctx.seed)  # lora_A's kaiming init
         config = self.lora_config(denoiser)
-        names = [n for n, _ in self.target_layers(denoiser)]
+        names = self.knob_modules(denoiser)
         unknown = [k for k in config.rank_pattern
                    if not any(re.match(rf"(.*\.)?({k})$", n) for n in names)]  # peft's matching rule
         if unknown:

@@ -61,6 +61,9 @@ class SHiRA(PeftAdapterMethod, AddedParamsMethod):
             raise ValueError(f"{self.name}: rank_pattern leaves out every layer")
         return out
 
+    def knob_modules(self, denoiser: nn.Module) -> list[str]:
+        return [n for n, _ in self.all_linear_layers(denoiser)]
+
     def count_for_rank(self, denoiser: nn.Module, rank: int,
                        rank_pattern: dict[str, int] | None = None) -> int:
         """The trainable count at ``rank`` with the layers ``rank_pattern`` maps to 0 left out."""
@@ -98,7 +101,7 @@ class SHiRA(PeftAdapterMethod, AddedParamsMethod):
     def apply(self, denoiser: nn.Module, budget: int | None = None,
               ctx: PrepareContext | None = None) -> nn.Module:
         self.take_budget(denoiser, budget, "rank")
-        unknown = sorted(set(self.rank_pattern) - {n for n, _ in self.all_linear_layers(denoiser)})
+        unknown = sorted(set(self.rank_pattern) - set(self.knob_modules(denoiser)))
         if unknown:
             raise ValueError(f"{self.name}: rank_pattern names layers that target_modules does not "
                              f"match: {unknown[:3]}")
