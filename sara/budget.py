@@ -300,7 +300,7 @@ def run(backbone: str, budgets=DEFAULT_BUDGETS, methods=None, random_init: bool 
 def _knob_text(r: dict) -> str:
     """``knob_value``, then ``(v on n of N)`` for the n modules (of N) whose value is v instead."""
     kv = r["knob_value"]
-    kv = f"{kv:.4g}" if isinstance(kv, float) else str(kv)
+    kv = f"{kv:.4g}" if isinstance(kv, float) else f"{kv:,}" if type(kv) is int else str(kv)
     values = list((r.get("knob_pattern") or {}).values())
     of = f" of {r['knob_modules']}" if r.get("knob_modules") else ""
     return kv + "".join(f" ({v} on {values.count(v)}{of})" for v in sorted(set(values)))

@@ -116,6 +116,7 @@ def test_spread_subset_and_per_module_int_knob():
     u, up = per_module_int_knob(1000, [100] * 3 + [0] * 5, [10] * 8)
     assert u == 8 and up == spread_indices(8, 6)
     assert per_module_int_knob(5, [0, 0], [10, 10]) == (1, [])          # the lowest value is over
+    assert per_module_int_knob(158, [0] * 8, [10] * 8) == (2, [])       # all at u + 1: the base
     with pytest.raises(ValueError, match="does not change"):
         per_module_int_knob(10, [1], [0])
 

@@ -114,14 +114,16 @@ def per_module_int_knob(target: int, consts: list[int], per_units: list[int],
     ``consts[i] + per_units[i] * u_i``. Every module gets the base value ``u`` (the largest
     ``u >= lo`` whose total stays at or under ``target``; ``lo`` when even that is over) and an
     evenly spread subset of modules gets ``u + 1``, the subset whose extra count brings the total
-    nearest to ``target``. Returns ``(u, indices of the modules at u + 1)``."""
+    nearest to ``target`` (every module: ``u + 1`` is the base). Returns ``(u, indices of the
+    modules at u + 1)``."""
     per = sum(per_units)
     if per <= 0:
         raise ValueError("the method's knob does not change its parameter count (no target modules?)")
     const = sum(consts)
     u = max(lo, (int(target) - const) // per)
     rest = int(target) - (const + per * u)
-    return u, (spread_subset(per_units, rest) if rest > 0 else [])
+    up = spread_subset(per_units, rest) if rest > 0 else []
+    return (u + 1, []) if len(up) == len(per_units) else (u, up)  # all at u + 1: that is the base
 
 
 def check_int_pattern(pattern: Any, method: str, attr: str, lo: int = 1) -> dict[str, int]:
