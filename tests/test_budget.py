@@ -254,3 +254,17 @@ def test_every_method_on_random_init_sd15():
     for rec in recs:
         assert rec["target"] == int(parse_budget(rec["budget"]))
         check_close(instantiate_method(rec["method"]), den, rec)
+
+
+@pytest.mark.slow
+def test_docs_budget_tables_are_the_commands_output():
+    """docs/backbones.md's budget tables equal a fresh `python -m sara.budget --markdown` run
+    (4 minutes on a busy 2-core CPU); after new weights, rerun scripts/budget_tables.py."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "scripts/budget_tables.py", "--check"], cwd=root,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
