@@ -125,8 +125,6 @@ def test_spread_subset_and_per_module_int_knob():
 def test_per_module_knobs_are_deterministic_and_built(name):
     """The per-module values depend on the architecture only (two differently seeded builds, two
     solves: one pattern) and are what the built model has, module by module."""
-    from sara.methods.adaptformer import ParallelAdapter
-
     dens = []
     for seed in (0, 1):
         torch.manual_seed(seed)
@@ -143,14 +141,12 @@ def test_per_module_knobs_are_deterministic_and_built(name):
     m = instantiate_method(name)
     m.apply(copy.deepcopy(dens[0]), budget=target)
     assert m.num_trainable() == achieved and m.record()["knob_pattern"] == pattern
-    built = {}
-    for mod_name, mod in m.module.named_modules() if name != "adaptformer" else ():
-        if name == "shira" and "default" in getattr(mod, "shira_weight", {}):
-            built[mod_name] = mod.r["default"]
-        elif name != "shira" and "default" in getattr(mod, "lora_A", {}):
-            built[mod_name] = mod.r["default"]
-    if name == "adaptformer":
+    if name == "adaptformer":  # each adapter's width
         built = {k: ad.down.out_features for k, ad in m._adapters.items()}
+    else:  # each peft layer's rank
+        weight = "shira_weight" if name == "shira" else "lora_A"
+        built = {k: mod.r["default"] for k, mod in m.module.named_modules()
+                 if "default" in getattr(mod, weight, {})}
     if name == "shira":  # one rank; the left-out layers are not adapted at all
         assert set(built.values()) == {base} and not set(built) & set(pattern)
         assert set(pattern.values()) == {0}

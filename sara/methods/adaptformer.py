@@ -169,4 +169,3 @@ class AdaptFormer(AddedParamsMethod):
 
 def _adapter_key(block_name: str, attr: str) -> str:
     return f"{block_name}.{attr}" if block_name else attr
-

@@ -5,8 +5,9 @@ target module and ``r + 1`` on an evenly spread subset of them (``per_module_int
 count lands near the budget even where one rank step is a large share of it; ``rank_pattern``
 lists the modules at ``r + 1``. ``alpha`` follows each module's rank (``alpha_pattern``): with
 ``alpha: null`` every module has ``alpha = rank`` (scale 1), otherwise module ``i`` gets
-``alpha * r_i / r``, so ``alpha_i / r_i = alpha / r`` is the same scale everywhere. Targets default to the modules the diffusers training scripts use
-(UNet: ``to_q``, ``to_k``, ``to_v``, ``to_out.0``; the SD3 transformer additionally
+``alpha * r_i / r``, so ``alpha_i / r_i = alpha / r`` is the same scale everywhere. Targets
+default to the modules the diffusers training scripts use (UNet: ``to_q``, ``to_k``, ``to_v``,
+``to_out.0``; the SD3 transformer additionally
 ``add_q_proj``, ``add_k_proj``, ``add_v_proj``, ``to_add_out`` — added automatically when the
 denoiser has them, see ``joint_target_modules``). ``merged()`` folds ``B A`` into the base weights
 with peft's own merge and removes every peft layer (a plain module is returned).
@@ -201,4 +202,3 @@ class LoRA(AddedParamsMethod):
         """Fold the adapters into the base weights (peft ``merge``) and replace each peft layer by
         its base layer. Works in place: ``module`` is consumed (save the adapters first)."""
         return merge_and_unload(module)
-
