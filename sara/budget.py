@@ -8,8 +8,13 @@ every backbone. A fraction (``0 < params <= 1``) means that share of the denoise
 ``reference_params: null`` a number is an absolute count.
 
 Knobs (each method's ``solve_budget``): SaRA's threshold θ (``threshold_for_budget``; or the k
-smallest entries, exact), LoRA/DoRA rank (nearest integer), AdaptFormer bottleneck (nearest
-integer), k for the selective methods (exact), ``full``: no knob (the whole denoiser).
+smallest entries, exact), k for the selective methods (exact), Super-Tuning's sparsity
+(bisection), ``full``: no knob (the whole denoiser). The integer knobs are set per module, so that
+small budgets are met too: LoRA/DoRA rank (peft ``rank_pattern``) and AdaptFormer bottleneck
+(``bottleneck_pattern``) take a base value on every module and one more on an evenly spread
+subset of the modules; SHiRA (one rank for all layers in peft) leaves out an evenly spread subset
+of layers instead. Methods that add parameters (LoRA, DoRA, AdaptFormer, SHiRA, Super-Tuning) are
+counted on the model they build (``built_count``), not from the formula alone.
 
 CLI (no weights needed: the architecture is built from its config, randomly initialised)::
 
@@ -88,18 +93,51 @@ def budget_target(budget_cfg: Any, n_denoiser: int) -> int | None:
 def solve_knob(method, denoiser, target: int | None) -> dict:
     """Set ``method``'s knob for ``target`` trainable entries on ``denoiser`` (weights untouched).
 
-    Returns ``{"method", "knob", "knob_value", "target", "achieved", "rel_error"}``."""
+    Returns ``{"method", "knob", "knob_value", "knob_pattern", "target", "achieved",
+    "rel_error", "counted_on"}``: ``knob_pattern`` the per-module values that differ from
+    ``knob_value`` (None: one value everywhere), ``counted_on`` ``"built model"`` where the method
+    was built on a copy of ``denoiser`` and its trained tensors counted (``achieved`` is that
+    count; ``solver_count`` is added if the solver's own count differs), else ``"solver"``."""
+    from sara.methods.base import AddedParamsMethod
+
     n = sum(p.numel() for p in denoiser.parameters())
     if target is None:
         knob_value, achieved = None, None
     else:
         knob_value, achieved = method.solve_budget(denoiser, int(target))
+    pattern = method.knob_pattern if target is not None else None
+    counted_on, extra = "solver", {}
+    modules = method.knob_modules(denoiser)
+    if modules is not None:
+        extra["knob_modules"] = len(modules)
+    if target is not None and isinstance(method, AddedParamsMethod):
+        built = built_count(method, denoiser, int(target))
+        if built != achieved:
+            extra["solver_count"] = achieved
+        achieved, counted_on = built, "built model"
     if achieved is None and target is not None:
         achieved = n
     rel = None if target is None or achieved is None else (achieved - target) / target
     return {"method": getattr(method, "name", type(method).__name__), "knob": method.knob or None,
-            "knob_value": knob_value, "target": target, "achieved": achieved, "rel_error": rel,
-            "denoiser_params": n}
+            "knob_value": knob_value, "knob_pattern": pattern, "target": target, "achieved": achieved,
+            "rel_error": rel, "counted_on": counted_on, "denoiser_params": n, **extra}
+
+
+def built_count(method, denoiser, target: int) -> int:
+    """Build ``method`` for ``target`` on a copy of ``denoiser`` that shares no memory with it
+    (meta tensors where the method needs only shapes, else uninitialised ones) and count the
+    tensors it trains."""
+    import copy
+
+    import torch
+
+    device = "meta" if method.shape_only else None
+    memo = {}
+    for t in list(denoiser.parameters()) + list(denoiser.buffers()):
+        empty = torch.empty_like(t, device=device)
+        memo[id(t)] = torch.nn.Parameter(empty, requires_grad=False) if isinstance(t, torch.nn.Parameter) else empty
+    method.apply(copy.deepcopy(denoiser, memo), budget=int(target))
+    return int(method.num_trainable())
 
 
 def eq12_lr_for_budget(denoiser, target: int) -> tuple[float, float]:
@@ -247,7 +285,7 @@ def run(backbone: str, budgets=DEFAULT_BUDGETS, methods=None, random_init: bool 
                     rec = dict(memo[key])
                 else:
                     rec = solve_knob(method, den, target)
-            except ValueError as e:
+            except (ValueError, NotImplementedError) as e:  # SaRA's θ, SHiRA's mask need values
                 if not next(den.parameters()).is_meta:
                     raise
                 rec = {"method": mname, "knob": method.knob, "knob_value": None, "target": target,
@@ -259,20 +297,56 @@ def run(backbone: str, budgets=DEFAULT_BUDGETS, methods=None, random_init: bool 
     return records
 
 
+def _knob_text(r: dict) -> str:
+    """``knob_value``, then ``(v on n of N)`` for the n modules (of N) whose value is v instead."""
+    kv = r["knob_value"]
+    kv = f"{kv:.4g}" if isinstance(kv, float) else f"{kv:,}" if type(kv) is int else str(kv)
+    values = list((r.get("knob_pattern") or {}).values())
+    of = f" of {r['knob_modules']}" if r.get("knob_modules") else ""
+    return kv + "".join(f" ({v} on {values.count(v)}{of})" for v in sorted(set(values)))
+
+
 def format_table(records: list[dict]) -> str:
-    rows = [("method", "budget", "knob", "knob_value", "target", "achieved", "rel_err")]
+    rows = [("method", "budget", "knob", "knob_value", "target", "achieved", "rel_err", "counted on")]
     for r in records:
-        kv = r["knob_value"]
-        kv = f"{kv:.4g}" if isinstance(kv, float) else str(kv)
+        kv = _knob_text(r)
         rel = "" if r["rel_error"] is None else f"{100 * r['rel_error']:+.3f}%"
         if not r["knob"] and r["target"]:
             rel = "(no knob)"
         if r.get("note"):
             rel = "needs values (run without --device meta)"
         rows.append((r["method"], r["budget"], str(r["knob"]), kv, f"{r['target']:,}" if r["target"] else "-",
-                     f"{r['achieved']:,}" if r["achieved"] is not None else "-", rel))
+                     f"{r['achieved']:,}" if r["achieved"] is not None else "-", rel,
+                     r.get("counted_on") or ""))
     w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows)
+    note = ("\nknob_value: the value on every module, (v on n of N): n of the N modules at v "
+            "instead (rank 0: layer left out)")
+    return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(row)) for row in rows) + note
+
+
+def _cell(r: dict) -> str:
+    if not r["knob"] or r["target"] is None:
+        return f"{r['achieved']:,} (no knob)" if r["achieved"] is not None else "-"
+    rel = f"{100 * r['rel_error']:+.2f}%".replace("-", "−")
+    return f"{_knob_text(r)}: {r['achieved']:,} ({rel})"
+
+
+def format_markdown(records: list[dict]) -> str:
+    """One Markdown row per method (methods whose cells are all equal share a row), one column
+    per budget: ``knob value (per-module values): achieved count (relative error)``."""
+    budgets = list(dict.fromkeys(r["budget"] for r in records))
+    targets = {r["budget"]: r["target"] for r in records}
+    rows: dict[tuple, list[str]] = {}
+    for m in dict.fromkeys(r["method"] for r in records):
+        by = {r["budget"]: r for r in records if r["method"] == m}
+        knob = next(iter(by.values()))["knob"]
+        rows.setdefault((knob, *(_cell(by[b]) if b in by else "-" for b in budgets)), []).append(m)
+    head = ["method (knob)"] + [f"{b} → {targets[b]:,}" if targets[b] else b for b in budgets]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for (knob, *cells), methods in rows.items():
+        name = ", ".join(f"`{m}`" for m in methods) + (f" ({knob})" if knob else "")
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -285,12 +359,13 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (halves memory on sd3/sdxl)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table (one row per method)")
     a = ap.parse_args(argv)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
     budgets = [b.strip() for b in a.budgets.split(",") if b.strip()]
     records = run(a.backbone, budgets, methods, a.random_init, a.device, a.dtype, a.seed,
                   log=lambda s: print(s, file=sys.stderr))
-    print(format_table(records))
+    print(format_markdown(records) if a.markdown else format_table(records))
     if a.json:
         atomic_write_text(a.json, json.dumps(records, indent=1))
     return 0

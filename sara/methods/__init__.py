@@ -9,13 +9,13 @@ sara_no_rank   same, ``lambda_rank: 0``                    θ
 sara_plain     same, neither                               θ
 largest        same, ``rule: largest``                     k
 random         same, ``rule: random``                      k
-lora / dora    ``sara.methods.lora.LoRA`` / ``dora.DoRA``  rank (integer, nearest)
-adaptformer    ``sara.methods.adaptformer.AdaptFormer``    bottleneck (integer, nearest)
+lora / dora    ``sara.methods.lora.LoRA`` / ``dora.DoRA``  rank (per module: r or r + 1)
+adaptformer    ``sara.methods.adaptformer.AdaptFormer``    bottleneck (per module: b or b + 1)
 lt_sft         ``sara.methods.lt_sft.LTSFT``               k (``lt_sft_dense``: dense-gradient masks)
 diffpruning    ``sara.methods.diffpruning.DiffPruning``    k
 fishmask       ``sara.methods.fishmask.FishMask``          k
 full           ``sara.methods.full.FullFineTune``          none
-shira          ``sara.methods.shira.SHiRA`` (peft)         rank (integer, nearest; nn.Linear only)
+shira          ``sara.methods.shira.SHiRA`` (peft)         rank (layers left out; nn.Linear only)
 super_tuning   ``sara.methods.super_tuning.SuperTuning``   sparsity (peft; nn.Linear only)
 =============  ==========================================  =========================================
 

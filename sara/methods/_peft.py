@@ -115,13 +115,14 @@ class PeftAdapterMethod:
         from peft import PeftConfig
 
         folder = Path(run_dir) / self.weights_name
-        self.set_knob_from(PeftConfig.from_pretrained(str(folder)))
+        self.set_knob_from(PeftConfig.from_pretrained(str(folder)), denoiser)
         module = self.apply(denoiser, budget=None)
         self.target_params = budget
         load_peft_adapter(module, folder, prefixes=(self.param_prefix,))
         return module
 
-    def set_knob_from(self, config) -> None:  # pragma: no cover - abstract
+    def set_knob_from(self, config, denoiser: nn.Module) -> None:  # pragma: no cover - abstract
+        """Set the knob from a saved adapter's peft config (``denoiser``: the plain model)."""
         raise NotImplementedError
 
     def merged(self, module: nn.Module) -> nn.Module:

@@ -89,13 +89,56 @@ def next_batch(batches: Iterator[Any]) -> Any:
         raise ValueError("ctx.batches ran out: it must be an endless iterator of training batches")
 
 
-def nearest_int_knob(target: int, const: int, per_unit: int, lo: int = 1) -> int:
-    """The integer ``u >= lo`` minimising ``|const + per_unit*u - target|``."""
-    if per_unit <= 0:
+def spread_indices(n: int, m: int) -> list[int]:
+    """``m`` of ``range(n)``, evenly spread over it: ``floor((j + 1/2) n / m)`` for ``j < m``."""
+    return [int((2 * j + 1) * n // (2 * m)) for j in range(m)]
+
+
+def spread_subset(sizes: list[int], amount: int, max_size: int | None = None) -> list[int]:
+    """The indices of an evenly spread subset of ``sizes`` (:func:`spread_indices` of ``m``
+    items, ``m = 0 .. max_size``) whose sizes sum nearest to ``amount``; on a tie the smaller
+    subset. Deterministic: it depends on the sizes and their order only."""
+    n = len(sizes)
+    top = n if max_size is None else min(n, max_size)
+    best, best_m = abs(amount), 0
+    for m in range(1, top + 1):
+        err = abs(sum(sizes[i] for i in spread_indices(n, m)) - amount)
+        if err < best:
+            best, best_m = err, m
+    return spread_indices(n, best_m) if best_m else []
+
+
+def per_module_int_knob(target: int, consts: list[int], per_units: list[int],
+                        lo: int = 1) -> tuple[int, list[int]]:
+    """Per-module integer knobs that fill ``target``: module ``i`` counts
+    ``consts[i] + per_units[i] * u_i``. Every module gets the base value ``u`` (the largest
+    ``u >= lo`` whose total stays at or under ``target``; ``lo`` when even that is over) and an
+    evenly spread subset of modules gets ``u + 1``, the subset whose extra count brings the total
+    nearest to ``target`` (every module: ``u + 1`` is the base). Returns ``(u, indices of the
+    modules at u + 1)``."""
+    per = sum(per_units)
+    if per <= 0:
         raise ValueError("the method's knob does not change its parameter count (no target modules?)")
-    u = (target - const) / per_unit
-    cands = {max(lo, math.floor(u)), max(lo, math.ceil(u))}
-    return min(cands, key=lambda c: (abs(const + per_unit * c - target), c))
+    const = sum(consts)
+    u = max(lo, (int(target) - const) // per)
+    rest = int(target) - (const + per * u)
+    up = spread_subset(per_units, rest) if rest > 0 else []
+    return (u + 1, []) if len(up) == len(per_units) else (u, up)  # all at u + 1: that is the base
+
+
+def check_int_pattern(pattern: Any, method: str, attr: str, lo: int = 1) -> dict[str, int]:
+    """A per-module knob (``rank_pattern``, ``bottleneck_pattern``) as a plain
+    ``{module name: integer >= lo}`` dict (None -> {}), or one clear error."""
+    if pattern is None:
+        return {}
+    if not hasattr(pattern, "items"):
+        raise ValueError(f"{method}: {attr} must map module names to integers, got {pattern!r}")
+    out = {}
+    for k, v in pattern.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or int(v) < lo:
+            raise ValueError(f"{method}: {attr}[{k!r}] must be an integer >= {lo}, got {v!r}")
+        out[str(k)] = int(v)
+    return out
 
 
 def reject_nonfinite(loss: torch.Tensor, method: str, step: int) -> None:

@@ -4,9 +4,11 @@ from the pre-trained function), ``s = 0.1``.
 
 Placed beside every ``FeedForward`` held as ``.ff`` by a transformer block (diffusers
 ``BasicTransformerBlock`` in the UNets, ``JointTransformerBlock`` in SD3; ``ff_context`` of SD3's
-joint blocks too when ``include_context_ff``). Knob: the bottleneck width ``b`` (trainable count =
-sum over adapters of ``2 d b + b + d`` with ``d`` the block width). It adds modules, so it cannot
-be merged: :meth:`merged` returns the module unchanged.
+joint blocks too when ``include_context_ff``). Knob: the bottleneck width, per adapter (trainable
+count = sum over adapters of ``2 d b + b + d`` with ``d`` the block width). A budget sets the base
+width ``b`` on every adapter and ``b + 1`` on an evenly spread subset of them
+(``per_module_int_knob``); ``bottleneck_pattern`` lists the adapters at ``b + 1``. It adds modules,
+so it cannot be merged: :meth:`merged` returns the module unchanged.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._util import freeze, nearest_int_knob
+from ._util import check_int_pattern, freeze, per_module_int_knob
 from .base import AddedParamsMethod, PrepareContext, scope_names
 
 
@@ -51,17 +53,20 @@ def _ff_dims(ff: nn.Module) -> tuple[int, int]:
 class AdaptFormer(AddedParamsMethod):
     name = "adaptformer"
     knob = "bottleneck"
+    pattern_attr = "bottleneck_pattern"
     weights_name = "adaptformer.safetensors"
 
     def __init__(self, bottleneck: int = 64, scale: float = 0.1, dropout: float = 0.0,
                  ff_names: tuple[str, ...] | list[str] = ("ff",), include_context_ff: bool = False,
-                 name: str | None = None, lr: float | None = 1e-4, params=None) -> None:
+                 name: str | None = None, lr: float | None = 1e-4, params=None,
+                 bottleneck_pattern: dict[str, int] | None = None) -> None:
         super().__init__()
         self.params = params  # scope: only feed-forwards whose weights are all in it (None: all)
         if name:
             self.name = name
         self.lr = lr  # used when the trainer passes lr=None
         self.bottleneck = int(bottleneck)
+        self.bottleneck_pattern = check_int_pattern(bottleneck_pattern, self.name, "bottleneck_pattern")
         self.scale = float(scale)
         self.dropout = float(dropout)
         self.ff_names = tuple(ff_names) + (("ff_context",) if include_context_ff else ())
@@ -88,22 +93,33 @@ class AdaptFormer(AddedParamsMethod):
                              f"(attributes {self.ff_names} holding a diffusers FeedForward)")
         return out
 
-    def _count_terms(self, denoiser: nn.Module) -> tuple[int, int]:
-        const = per = 0
-        for *_, ff in self.feed_forwards(denoiser):
+    def _adapter_terms(self, denoiser: nn.Module) -> list[tuple[str, int, int]]:
+        """``(adapter name, const, per_unit)`` per adapted feed-forward: its count is
+        ``const + per_unit * b``."""
+        out = []
+        for bname, _, attr, ff in self.feed_forwards(denoiser):
             d_in, d_out = _ff_dims(ff.ff if isinstance(ff, ParallelAdapter) else ff)
-            per += d_in + 1 + d_out  # down weight + down bias + up weight per bottleneck unit
-            const += d_out  # up bias
-        return const, per
+            # up bias; down weight + down bias + up weight per bottleneck unit
+            out.append((_adapter_key(bname, attr), d_out, d_in + 1 + d_out))
+        return out
 
-    def count_for_bottleneck(self, denoiser: nn.Module, bottleneck: int) -> int:
-        const, per = self._count_terms(denoiser)
-        return const + per * int(bottleneck)
+    def knob_modules(self, denoiser: nn.Module) -> list[str]:
+        return [key for key, _, _ in self._adapter_terms(denoiser)]
+
+    def count_for_bottleneck(self, denoiser: nn.Module, bottleneck: int,
+                             bottleneck_pattern: dict[str, int] | None = None) -> int:
+        """The trainable count at ``bottleneck`` (and ``bottleneck_pattern``) from the shapes."""
+        pattern = bottleneck_pattern or {}
+        return sum(const + per * pattern.get(key, int(bottleneck))
+                   for key, const, per in self._adapter_terms(denoiser))
 
     def solve_budget(self, denoiser: nn.Module, target: int) -> tuple[int, int]:
-        const, per = self._count_terms(denoiser)
-        b = nearest_int_knob(int(target), const, per, lo=1)
-        return b, const + per * b
+        """Base width ``b`` everywhere, ``b + 1`` on an evenly spread subset of the adapters (in
+        module order) chosen to bring the count nearest ``target``; sets ``bottleneck_pattern``."""
+        terms = self._adapter_terms(denoiser)
+        b, up = per_module_int_knob(int(target), [c for _, c, _ in terms], [p for *_, p in terms])
+        self.bottleneck_pattern = {terms[i][0]: b + 1 for i in up}
+        return b, self.count_for_bottleneck(denoiser, b, self.bottleneck_pattern)
 
     def apply(self, denoiser: nn.Module, budget: int | None = None,
               ctx: PrepareContext | None = None) -> nn.Module:
@@ -116,9 +132,15 @@ class AdaptFormer(AddedParamsMethod):
             if isinstance(ff, ParallelAdapter):
                 raise RuntimeError(f"{self.name}: {bname}.{attr} already has an adapter")
             d_in, d_out = _ff_dims(ff)
-            ad = ParallelAdapter(ff, d_in, d_out, self.bottleneck, self.scale, self.dropout)
+            key = _adapter_key(bname, attr)
+            width = self.bottleneck_pattern.get(key, self.bottleneck)
+            ad = ParallelAdapter(ff, d_in, d_out, width, self.scale, self.dropout)
             setattr(block, attr, ad)
-            self._adapters[f"{bname}.{attr}" if bname else attr] = ad
+            self._adapters[key] = ad
+        unknown = sorted(set(self.bottleneck_pattern) - set(self._adapters))
+        if unknown:
+            raise ValueError(f"{self.name}: bottleneck_pattern names feed-forwards that are not "
+                             f"adapted: {unknown[:3]} (adapted, e.g.: {list(self._adapters)[:3]})")
         self._trainable, self._names = [], []
         for key, ad in self._adapters.items():
             for sub in ("down", "up"):
@@ -130,10 +152,12 @@ class AdaptFormer(AddedParamsMethod):
 
     def restore(self, denoiser: nn.Module, state: dict[str, torch.Tensor],
                 budget: int | None = None) -> nn.Module:
-        widths = {int(v.shape[0]) for k, v in state.items() if k.endswith(".down.weight")}
-        if len(widths) != 1:
-            raise ValueError(f"{self.name}: cannot read one bottleneck from the state ({sorted(widths)})")
-        self.bottleneck = widths.pop()
+        widths = {k[:-len(".down.weight")]: int(v.shape[0]) for k, v in state.items()
+                  if k.endswith(".down.weight")}
+        if not widths:
+            raise ValueError(f"{self.name}: the state has no '.down.weight' tensor to read the widths from")
+        self.bottleneck = min(widths.values())
+        self.bottleneck_pattern = {k: v for k, v in widths.items() if v != self.bottleneck}
         module = self.apply(denoiser, budget=None)
         self.target_params = budget
         self.load_trained_state_dict(state)
@@ -141,3 +165,7 @@ class AdaptFormer(AddedParamsMethod):
 
     def merged(self, module: nn.Module) -> nn.Module:
         return module  # new modules: nothing to fold into the base weights
+
+
+def _adapter_key(block_name: str, attr: str) -> str:
+    return f"{block_name}.{attr}" if block_name else attr

@@ -57,6 +57,9 @@ class Method(abc.ABC):
 
     name: str = "method"
     knob: str = ""  # name of the knob the budget solver sets (threshold, rank, bottleneck, k)
+    #: attribute holding the per-module knob values that differ from ``knob_value`` (module name ->
+    #: value; LoRA/DoRA/SHiRA ``rank_pattern``, AdaptFormer ``bottleneck_pattern``), "" if none
+    pattern_attr: str = ""
 
     def __init__(self) -> None:
         self.target_params: int | None = None  # the budget asked for
@@ -101,6 +104,16 @@ class Method(abc.ABC):
         Compatible addition (methods issue): methods without a knob (``full``) keep this default,
         which reports every parameter of the denoiser."""
         return None, sum(p.numel() for p in denoiser.parameters())
+
+    @property
+    def knob_pattern(self) -> dict[str, Any] | None:
+        """The per-module knob values that differ from ``knob_value`` (None: one value for all)."""
+        pattern = getattr(self, self.pattern_attr, None) if self.pattern_attr else None
+        return dict(pattern) if pattern else None
+
+    def knob_modules(self, denoiser: nn.Module) -> list[str] | None:
+        """The names of the modules whose knob ``knob_pattern`` may set (None: no per-module knob)."""
+        return None
 
     def take_budget(self, denoiser: nn.Module, budget: int | None, attr: str) -> Any:
         """Set the knob attribute ``attr`` from ``budget`` (when given) and record it."""
@@ -167,14 +180,20 @@ class Method(abc.ABC):
 
     def record(self) -> dict:
         """What goes into the run's result record about the method."""
-        return {"method": self.name, "knob": self.knob, "knob_value": self.knob_value,
-                "target_params": self.target_params, "trainable_params": self.num_trainable()}
+        rec = {"method": self.name, "knob": self.knob, "knob_value": self.knob_value,
+               "target_params": self.target_params, "trainable_params": self.num_trainable()}
+        if self.pattern_attr:
+            rec["knob_pattern"] = self.knob_pattern or {}
+        return rec
 
 
 class AddedParamsMethod(Method):
     """A method that trains whole parameter tensors it added or named (LoRA, DoRA, AdaptFormer):
     ``apply`` fills ``self._trainable`` / ``self._names``; optimizer, count and checkpoint
     state follow from those two lists."""
+
+    #: ``apply`` needs only the shapes of the denoiser (it builds on the meta device)
+    shape_only = True
 
     def make_optimizer(self, lr: float | None, weight_decay: float = 1e-2,
                        betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:

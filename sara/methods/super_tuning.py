@@ -67,7 +67,7 @@ class SuperTuning(PeftAdapterMethod, AddedParamsMethod):
         return SupertuningConfig(sparsity=self.sparsity, select_top=self.select_top,
                                  target_modules=names)
 
-    def set_knob_from(self, config) -> None:
+    def set_knob_from(self, config, denoiser: nn.Module) -> None:
         self.sparsity = float(config.sparsity)
         self.select_top = bool(config.select_top)
 
