@@ -87,8 +87,13 @@ def test_tiny_zoo_is_small_and_documented():
         assert (TINY_ROOT / sub).is_dir()
     assert any(f.suffix == ".safetensors" for f in (TINY_ROOT / "unet").iterdir())
     m = json.loads((TINY_ROOT / "manifest.json").read_text())
-    for key in ("command", "seed", "steps", "wall_time_s", "device", "final_loss", "versions"):
+    for key in ("command", "seed", "steps", "wall_time_s", "device", "final_loss", "versions", "reproduce"):
         assert key in m
+    # the shipped base: plain scenes, then varied looks; the manifest reproduces the whole chain
+    assert m["looks"] == "varied" and m["init_manifest"]["steps"] > 0
+    assert m["reproduce"].count("scripts/pretrain_tiny.py") == 2 and "--looks varied" in m["reproduce"]
+    pf = m["prompt_following"]
+    assert pf["n_prompts"] == 500 and pf["colour_acc"] >= 0.80 and pf["shape_acc"] >= 0.60
 
 
 def test_tiny_backbone_contract(tiny):

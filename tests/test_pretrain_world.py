@@ -101,3 +101,26 @@ def test_measurement_scripts_smoke(tmp_path):
     cell = res["table"]["Cyberpunk"]["base"]["4"]
     assert len(cell["fids"]) == 2 and cell["std"] >= 0
     assert set(res["std_within_rel_gap"]) == {"2", "4"}
+
+
+def test_warm_start_on_varied_looks_records_the_chain(tmp_path):
+    """``--init`` starts from a zoo folder's weights (step 0 = those weights) and the manifest's
+    ``reproduce`` is the whole chain, so it holds after the zoo folder is replaced."""
+    import json
+
+    import pretrain_tiny
+
+    zoo = Path(pretrain_tiny.ROOT) / "sara" / "zoo" / "tiny"
+    args = ["--init", str(zoo), "--looks", "varied", "--steps", "1", "--batch-size", "2", "--warmup", "1",
+            "--workers", "0", "--no-progress", "--lr", "0", "--ema", "0", "--grad-clip", "0",
+            "--torch-threads", "1", "--out", str(tmp_path / "w"), "--ckpt", str(tmp_path / "w_ck")]
+    m = pretrain_tiny.main(args)
+    assert m["looks"] == "varied" and m["init_manifest"] == json.loads((zoo / "manifest.json").read_text())
+    first, second = m["reproduce"].split(" && ")
+    assert first.startswith(m["init_manifest"]["reproduce"]) and "--out outputs/pretrain/tiny_init1" in first
+    assert "--looks varied" in second and "--init outputs/pretrain/tiny_init1" in second
+    sub = "unet/diffusion_pytorch_model.safetensors"
+    a, b = _weights(zoo, sub), _weights(tmp_path / "w", sub)  # lr 0: the initial weights, unchanged
+    assert all(torch.equal(a[k].float(), b[k].float()) for k in a)
+    with pytest.raises(FileNotFoundError, match="expected one .safetensors file"):
+        pretrain_tiny.main([*args[:1], str(tmp_path), *args[2:]])
