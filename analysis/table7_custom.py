@@ -459,7 +459,8 @@ def settings_table(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     order = {r: i for i, r in enumerate(["base"] + ROWS)}
     for row, g in sorted(rows.groupby("row"), key=lambda x: order[x[0]]):
-        prior = num(g, "config.custom.prior_loss_weight").where(
+        # the weight the run used (eval_info), else its config's; none without prior preservation
+        prior = num(g, "eval_info.prior_loss_weight").fillna(num(g, "config.custom.prior_loss_weight")).where(
             g.get("eval_info.prior_preservation", pd.Series(True, index=g.index)).astype(str) != "False")
         out.append({"method": LABELS[row], "trainable params": span(num(g, "trainable_params"), "{:,.0f}"),
                     "lr": span(_rate(g), "{:.2g}") if row != "base" else "–",

@@ -103,6 +103,28 @@ def test_custom_config_errors():
         CustomConfig(num_class_images=0)
 
 
+def test_methods_run_customisation_at_their_own_settings():
+    """conf/experiment_method/custom/<method>.yaml: full fine-tuning's own DreamBooth settings
+    apply under +experiment=custom only; the PEFT rows keep Eq. 12's rate; the command line wins."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    own = OmegaConf.load(conf / "experiment_method" / "custom" / "full.yaml")
+
+    def cfg(*overrides):
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    full = cfg("+experiment=custom", "method=full", "budget=none")
+    for key in ("train.lr", "train.steps", "custom.prior_loss_weight"):
+        if OmegaConf.select(own, key) is not None:
+            assert OmegaConf.select(full, key) == OmegaConf.select(own, key), key
+    assert cfg("+experiment=custom", "method=sara").train.lr == "eq12"
+    assert cfg("+experiment=custom", "method=full", "budget=none", "train.lr=0.001").train.lr == 0.001
+    assert cfg("method=full").train.lr is None  # outside the experiment: untouched
+
+
 def test_eval_prompts():
     from sara.customisation import eval_prompts
 
