@@ -1,17 +1,19 @@
 """Table 7 and Fig. 14 (image customisation) from the runs of ``+experiment=custom``, with the
 paper's numbers beside ours and Table 7's claims (App. D) checked.
 
-Reads the result records under ``--root`` (experiment ``custom``: the DreamBooth rows and Textual
-Inversion; experiment ``custom--base``: the pre-trained model sampled with the same prompts) and
-writes into ``--out``:
+Reads the customisation rows of a results table (``--results``, e.g. the committed
+``results/embedded/runs.csv``; experiment ``custom``: the DreamBooth rows and Textual Inversion; its
+``base`` variant, the runs of ``custom--base``: the pre-trained model sampled with the same
+prompts), or without one the result records under ``--root``, and writes into ``--out``:
 
 * ``table7.md`` / ``table7.csv``: CLIP-I, CLIP-T and VLHI per subject and their Mean (VLHI over the
   six rows of a subject, the Mean column its own group of mean CLIP-I / mean CLIP-T, as the paper
-  computes it; :func:`sara.metrics.clip_i_t.vlhi_custom`), the paper's Table 7 beside it, and the
-  ground-truth table: subject fidelity and language drift per row, the pre-trained model included;
-* ``subjects.png``: the embedded subjects' reference images;
-* ``fig14_custom.png``: a Fig. 14-like grid, per subject one reference image and, per row, the
-  first seed of three evaluation prompts;
+  computes it; :func:`sara.metrics.clip_i_t.vlhi_custom`), the paper's Table 7 beside it, the
+  ground-truth table (subject fidelity and language drift per row, the pre-trained model
+  included, and over the subjects), and each row's settings and wall time;
+* with ``--root`` only (they need the runs' samples): ``subjects.png``, the embedded subjects'
+  reference images, and ``fig14_custom.png``, a Fig. 14-like grid, per subject one reference image
+  and, per row, the first seed of three evaluation prompts;
 * ``table7_claims.md`` / ``table7_claims.json``: each claim of App. D quoted verbatim with its
   verdict on the embedded world (and whether the paper's own Table 7 bears it out).
 
@@ -20,7 +22,8 @@ images (``clip_i_se``, ``clip_t_se``; a proportion's binomial SE). Differences d
 beyond 2 standard errors (the rule of :mod:`sara.stats`); VLHI claims use a parametric bootstrap
 of CLIP-I / CLIP-T (share of draws in which the claim holds: >= 95% reproduced, <= 5% not).
 
-    python -m analysis.table7_custom [--root outputs/runs] [--out outputs/analysis/custom]
+    python -m analysis.table7_custom --results results/embedded/runs.csv     # tables and claims
+    python -m analysis.table7_custom --root outputs/runs                     # from the run directories, with figures
 """
 from __future__ import annotations
 
@@ -34,9 +37,9 @@ import numpy as np
 import pandas as pd
 
 from sara.metrics.clip_i_t import load_reported_custom, reproduce_table7, vlhi_custom
-from sara.record import iter_results
 from sara.stats import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, decide
 
+from .common import load, num
 from .verdicts import Claim, evaluate, paper_verdict
 
 EXPERIMENT, BASE_EXPERIMENT = "custom", "custom--base"
@@ -50,25 +53,40 @@ PAPER_SOURCE = "App. D, Table 7 / Fig. 14"
 
 
 # --------------------------------------------------------------------------- loading
-def load_runs(root: str | os.PathLike) -> pd.DataFrame:
-    """One row per finished customisation run: subject, row (method or ``base``), metrics."""
-    recs = []
-    for r in iter_results(root):
-        exp = r.get("experiment")
-        if exp not in (EXPERIMENT, BASE_EXPERIMENT):
-            continue
-        m = r.get("metrics") or {}
-        if "clip_i" not in m:
-            continue
-        recs.append({"subject": r.get("dataset"), "row": "base" if exp == BASE_EXPERIMENT else r.get("method"),
-                     "budget": r.get("budget"), "seed": r.get("seed"), "trainable_params": r.get("trainable_params"),
-                     "steps": r.get("steps"), "wall_time_s": r.get("wall_time_s"),
-                     "run_dir": (r.get("paths") or {}).get("run_dir"), **{k: v for k, v in m.items()
-                                                                          if isinstance(v, (int, float))}})
-    df = pd.DataFrame(recs)
-    if df.empty:
-        return df
-    return df.sort_values(["subject", "row", "seed"]).drop_duplicates(["subject", "row"], keep="last")
+def runs_from_results(results: pd.DataFrame) -> pd.DataFrame:
+    """The customisation rows of a results table (``python -m sara.results``; the committed
+    ``results/embedded/runs.csv``), one per subject and row: ``subject`` (the dataset), ``row``
+    (the method, or ``base`` for the pre-trained model: the ``base`` variant), the metrics. A
+    cell run with several seeds keeps its last seed (Table 7 has one training seed per cell)."""
+    d = results[results["experiment"] == EXPERIMENT] if "experiment" in results else results.iloc[:0]
+    if "clip_i" in d:
+        d = d[d["clip_i"].notna()]
+    variant = d["variant"].fillna("") if "variant" in d else pd.Series("", index=d.index)
+    d = d.copy().assign(subject=d["dataset"], row=np.where(variant == "base", "base", d["method"]))
+    if d.empty or "seed" not in d:
+        return d
+    return d.sort_values(["subject", "row", "seed"]).drop_duplicates(["subject", "row"], keep="last")
+
+
+def load_runs(results: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """:func:`runs_from_results` of the results table ``results``, or, without one, of the runs
+    found under ``root`` (their ``result.json`` records)."""
+    if results is not None:
+        return runs_from_results(load(results))
+    from sara.results import load_results
+
+    df = load_results(root or "outputs/runs")
+    return runs_from_results(df.assign(variant=df["variant"].fillna("")) if "variant" in df else df)
+
+
+def run_path(run_dir, root: str | os.PathLike | None) -> Path | None:
+    """A run directory of the table (absolute, or relative to the runs root it was gathered from)."""
+    if not isinstance(run_dir, str) or not run_dir:
+        return None
+    for p in (Path(run_dir), Path(root) / run_dir if root else None):
+        if p is not None and (p / "samples").is_dir():
+            return p
+    return None
 
 
 def table7(df: pd.DataFrame) -> pd.DataFrame:
@@ -150,6 +168,9 @@ def fidelity_table(df: pd.DataFrame) -> pd.DataFrame:
     have = [c for c in cols if c in df.columns]
     keep = ["subject", "row", *have] + [c for c in ("n_images", "n_class_images") if c in df.columns]
     t = df[df["row"].isin(ROWS + ["base"])][keep].copy()
+    for c in ("n_images", "n_class_images"):
+        if c in t:
+            t[c] = num(t, c).astype("Int64")
     order = {r: i for i, r in enumerate(["base"] + ROWS)}
     return t.sort_values(["subject", "row"], key=lambda s: s.map(order) if s.name == "row" else s)
 
@@ -254,11 +275,16 @@ def _combine(*results: tuple[str, str]) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- figure
-def fig14(df: pd.DataFrame, path: Path, n_prompts: int = 3) -> Path | None:
+def fig14(df: pd.DataFrame, path: Path, root: str | os.PathLike | None = None, n_prompts: int = 3) -> Path | None:
     """Per subject: a reference image, then per row (pre-trained first) the first seed of three
     evaluation prompts: the plain subject prompt, the plain class prompt (language drift) and a
     recontextualisation. ``[V]`` stands for the identifier (``sks``; ``<sks>`` for Textual
-    Inversion)."""
+    Inversion). Needs the runs' samples: run directories as recorded, or relative to ``root``;
+    None when none of them is here."""
+    df = df.assign(run_path=[run_path(d, root) for d in df["run_dir"]]) if "run_dir" in df else df.iloc[:0]
+    df = df[df["run_path"].notna()]
+    if df.empty:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -284,9 +310,9 @@ def fig14(df: pd.DataFrame, path: Path, n_prompts: int = 3) -> Path | None:
         runs = df[df["subject"] == subject].set_index("row")
         picks = None
         for ci, row in enumerate(rows):
-            if row not in runs.index or not runs.at[row, "run_dir"]:
+            if row not in runs.index:
                 continue
-            sdir = Path(runs.at[row, "run_dir"]) / "samples"
+            sdir = runs.at[row, "run_path"] / "samples"
             recs = [json.loads(x) for x in (sdir / "prompts.jsonl").read_text().splitlines() if x.strip()]
             firsts: dict[str, int] = {}
             for k, rr in enumerate(recs):
@@ -355,8 +381,8 @@ def subjects_figure(path: Path, seed: int = 0) -> Path:
 
 
 def _subject_dir(runs: pd.DataFrame) -> Path | None:
-    for d in runs["run_dir"].dropna():
-        rec = Path(d) / "result.json"
+    for d in runs["run_path"]:
+        rec = d / "result.json"
         if rec.is_file():
             info = (json.loads(rec.read_text()).get("eval_info") or {})
             if info.get("subject_dir") and Path(info["subject_dir"]).is_dir():
@@ -392,17 +418,72 @@ def _wide(t: pd.DataFrame, subjects) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def overall_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per row, over every subject: subject fidelity and language drift as counts of images (k of
+    n), mean CLIP-I and CLIP-T."""
+    f = fidelity_table(df)
+    if not {"subject_fidelity", "language_drift", "n_images", "n_class_images"} <= set(f.columns):
+        return pd.DataFrame()
+    out = []
+    for row, g in f.groupby("row", sort=False):
+        n, nc = num(g, "n_images"), num(g, "n_class_images")
+        k, kc = (num(g, "subject_fidelity") * n).round().sum(), (num(g, "language_drift") * nc).round().sum()
+        out.append({"method": LABELS[row], "subjects": len(g),
+                    "subject_fidelity": f"{k / n.sum():.2f} ({int(k)} of {int(n.sum())})",
+                    "language_drift": f"{kc / nc.sum():.2f} ({int(kc)} of {int(nc.sum())})",
+                    "clip_i": num(g, "clip_i").mean(), "clip_t": num(g, "clip_t").mean()})
+    return pd.DataFrame(out)
+
+
+def _rate(g: pd.DataFrame) -> pd.Series:
+    """The learning rate a run trained at: the resolved rate, else the method's own (a policy such
+    as ``eq12`` with ``budget=none`` falls back to it)."""
+    lr = num(g, "lr")
+    return lr.fillna(num(g, "config.method.lr"))
+
+
+def settings_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per row: trainable parameters, learning rate, steps, prior-loss weight and wall time of its
+    runs (one value, or the range over the subjects where they differ)."""
+    rows = df[df["row"].isin(["base"] + ROWS)]
+    if rows.empty:
+        return pd.DataFrame()
+
+    def span(v: pd.Series, fmt: str) -> str:
+        v = v.dropna()
+        if v.empty:
+            return "–"
+        lo, hi = fmt.format(v.min()), fmt.format(v.max())
+        return lo if lo == hi else f"{lo}–{hi}"
+
+    out = []
+    order = {r: i for i, r in enumerate(["base"] + ROWS)}
+    for row, g in sorted(rows.groupby("row"), key=lambda x: order[x[0]]):
+        # the weight the run used (eval_info), else its config's; none without prior preservation
+        prior = num(g, "eval_info.prior_loss_weight").fillna(num(g, "config.custom.prior_loss_weight")).where(
+            g.get("eval_info.prior_preservation", pd.Series(True, index=g.index)).astype(str) != "False")
+        out.append({"method": LABELS[row], "trainable params": span(num(g, "trainable_params"), "{:,.0f}"),
+                    "lr": span(_rate(g), "{:.2g}") if row != "base" else "–",
+                    "steps": span(num(g, "steps"), "{:.0f}"),
+                    "prior loss weight": span(prior, "{:g}") if row != "base" else "–",
+                    "wall time (s)": span(num(g, "wall_time_s"), "{:.0f}")})
+    return pd.DataFrame(out)
+
+
 def main(argv=None) -> list[Path]:
     ap = argparse.ArgumentParser(prog="python -m analysis.table7_custom", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", default="outputs/runs", help="run directories (result.json records)")
-    ap.add_argument("--out", default="outputs/analysis/custom")
     ap.add_argument("--results", default=None,
-                    help="a results table (accepted for the experiment runner; the per-run records, samples and "
-                         "per-image spreads are read from --root)")
+                    help="results table (python -m sara.results; results/embedded/runs.csv); without it the runs "
+                         "under --root are read")
+    ap.add_argument("--root", default=None,
+                    help="run directories (default outputs/runs when no --results): Fig. 14 needs their samples")
+    ap.add_argument("--out", default="outputs/analysis/custom")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    df = load_runs(args.root)
+    root = args.root if args.root or args.results else "outputs/runs"
+    df = load_runs(args.results, root)
+    source = f"results table `{args.results}`" if args.results else f"runs under `{root}`"
     written = []
     paper = load_reported_custom().pivot_table(index=["method", "subject"], columns="metric", values="value").reset_index()
     paper_wide = []
@@ -415,9 +496,9 @@ def main(argv=None) -> list[Path]:
         paper_wide.append(line)
     paper_wide = pd.DataFrame(paper_wide)
     md = ["# Table 7 — image customisation (DreamBooth subjects)", ""]
+    clip_fmt = {"clip_i": "{:.3f}", "clip_t": "{:.2f}"}
     if df.empty:
-        md.append(f"No customisation runs under `{args.root}` yet: `bash experiments/custom.sh`.")
-        t = pd.DataFrame()
+        md.append(f"No customisation runs in the {source} yet: `bash experiments/custom.sh`.")
     else:
         t = table7(df)
         subjects = [s for s in sorted(t["subject"].unique()) if s != MEAN] + ([MEAN] if MEAN in set(t["subject"]) else [])
@@ -433,25 +514,35 @@ def main(argv=None) -> list[Path]:
         md += ["## Ground truth: subject fidelity and language drift",
                "subject_fidelity: share of subject-prompt samples in which the subject's detector finds it; "
                "language_drift: share of plain class-prompt samples that show the subject.", "", _md(f), ""]
+        overall = overall_table(df)
+        if not overall.empty:
+            md += ["### Over the subjects", "Images counted over every subject a row was run on.", "",
+                   _md(overall, clip_fmt), ""]
+        settings = settings_table(df)
+        md += ["## Settings and wall time of the runs",
+               "Per row as recorded by its runs (a range where the subjects' runs differ); lr: the rate the "
+               "optimizer used; prior loss weight: DreamBooth's prior-preservation weight (– without prior "
+               "preservation).", "", _md(settings), ""]
     md += ["## Paper (Table 7, SD 1.5)", "",
            _md(paper_wide, {c: "{:.2f}" if ("CLIP-T" in c or "VLHI" in c) else "{:.3f}" for c in paper_wide.columns}),
            "", "The paper's VLHI cells recompute from its CLIP-I / CLIP-T cells within "
            f"{reproduce_table7()['abs_err'].max():.3f} (all 24)."]
     (out / "table7.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     written.append(out / "table7.md")
-    written.append(subjects_figure(out / "subjects.png"))
-    if not df.empty:
-        g = fig14(df, out / "fig14_custom.png")
+    if args.root:  # figures: the subjects' reference images, and samples of the runs found under --root
+        written.append(subjects_figure(out / "subjects.png"))
+        g = fig14(df, out / "fig14_custom.png", root) if not df.empty else None
         if g is not None:
             written.append(g)
-    res = table7_claims(df) if not df.empty else [
-        {"id": c, "claim": "", "source": PAPER_SOURCE, "verdict": NOT_RUN, "evidence": "no runs", "paper_table": ""}
-        for c in ()]
+    res = table7_claims(df) if not df.empty else []
     (out / "table7_claims.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    cm = ["# Table 7's claims (App. D) on the embedded world", "",
-          "| id | claim (verbatim) | verdict | paper's Table 7 |", "|---|---|---|---|"]
-    cm += [f"| {r['id']} | {r['claim']} | {r['verdict']} | {r['paper_table']} |" for r in res]
-    cm += ["", "## Evidence", ""] + [f"**{r['id']}** ({r['verdict']}): {r['evidence']}" for r in res]
+    cm = ["# Table 7's claims (App. D) on the embedded world", ""]
+    if res:
+        cm += ["| id | claim (verbatim) | verdict | paper's Table 7 |", "|---|---|---|---|"]
+        cm += [f"| {r['id']} | {r['claim']} | {r['verdict']} | {r['paper_table']} |" for r in res]
+        cm += ["", "## Evidence", ""] + [f"- **{r['id']}** ({r['verdict']}): {r['evidence']}" for r in res]
+    else:
+        cm.append(f"No customisation runs in the {source} yet: every claim is not run.")
     (out / "table7_claims.md").write_text("\n".join(cm) + "\n", encoding="utf-8")
     written += [out / "table7_claims.json", out / "table7_claims.md"]
     return written
@@ -466,16 +557,6 @@ if __name__ == "__main__":
 #: the claims report's ids of App. D's claims, in the order table7_claims states them
 REPORT_IDS = {"custom-lora-overfits": "C31", "custom-others-low": "C32", "custom-sara-best-clip-t": "C33",
               "custom-sara-clip-i-second": "C34", "custom-sara-best-vlhi": "C35", "custom-sara-learns-subject": "C36"}
-
-
-def runs_from_results(results: pd.DataFrame) -> pd.DataFrame:
-    """The customisation rows of a results table (``python -m sara.results``) in :func:`load_runs`'s
-    shape: subject, row (method, or ``base`` for the pre-trained model), metrics."""
-    d = results[results["experiment"] == EXPERIMENT] if "experiment" in results else results.iloc[:0]
-    if "clip_i" in d:
-        d = d[d["clip_i"].notna()]
-    variant = d["variant"].fillna("") if "variant" in d else pd.Series("", index=d.index)
-    return d.assign(subject=d["dataset"], row=np.where(variant == "base", "base", d["method"]))
 
 
 def claims(df: pd.DataFrame) -> list[dict]:

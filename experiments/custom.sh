@@ -12,7 +12,7 @@ PREFLIGHT=(
 )
 SWEEPS=(
   "+experiment=custom"                                                   # LoRA, AdaptFormer, LT-SFT, SaRA
-  "+experiment=custom method=full budget=none train.lr=2e-4"             # DreamBooth (full fine-tuning)
+  "+experiment=custom method=full budget=none"                           # DreamBooth (full fine-tuning; its settings: conf/experiment_method/custom/full.yaml)
   "+experiment=custom method=textual_inversion budget=none"
   "+experiment=custom method=full budget=none train.steps=0 experiment_name=custom--base"
 )

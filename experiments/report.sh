@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 table=results/embedded/runs.csv
 claims_json=results/embedded/claims.json
-docs=(docs/results.md docs/claims.md)
+docs=(docs/results.md docs/claims.md docs/customisation.md)
 out=outputs/analysis
 collect="" mode=""
 while (( $# )); do
@@ -49,6 +49,7 @@ run table8_threshold      --results "$table" --out "$out/threshold"
 run fig21_24_hyper        --results "$table" --out "$out/hyper"
 run fig16_scaling         --results "$table" --out "$out/scaling"
 run seed_spread           --results "$table" --out "$out/seeds"
+run table7_custom         --results "$table" --out "$out/custom"
 run fig17_merging         --results "$table" --out "$out/merging"
 run fig19_subspace        --results "$table" --out "$out/analysis"
 run table10_amplification --results "$table" --out "$out/analysis"

@@ -396,6 +396,7 @@ class Customisation:
         out["eval_info"] = {"evaluators": kind, "identifier": self.identifier, "class_noun": self.class_noun,
                             "subject_dir": str(self.subject_dir), "eval_seeds": self.cfg.eval_seeds,
                             "prior_preservation": self.class_dataset is not None,
+                            "prior_loss_weight": self.cfg.prior_loss_weight if self.class_dataset is not None else None,
                             "num_class_images": len(self.class_dataset) if self.class_dataset is not None else 0,
                             "class_prompts": sorted(set(self.class_dataset.texts))[:3]
                             if self.class_dataset is not None and hasattr(self.class_dataset, "texts") else []}

@@ -34,6 +34,10 @@ def options():
 
 
 OPTIONS = options()
+# groups the primary config selects (group=name); any other group is appended (+group=name)
+PRIMARY_GROUPS = {str(d).split()[-1] if isinstance(d, str) else str(next(iter(d))).split("@")[0].split()[-1]
+                  for d in OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))["defaults"]
+                  if not isinstance(d, str) or d != "_self_"}
 
 
 def compose(overrides, hydra_cfg=False):
@@ -70,7 +74,7 @@ def test_config_composes(group, name):
         cfg = compose([f"{group}={name}"], hydra_cfg=True)
         assert cfg.hydra.launcher._target_
         return
-    prefix = "+" if group == "experiment" else ""  # experiments are appended: +experiment=<id>
+    prefix = "" if group in PRIMARY_GROUPS else "+"  # others are appended: +experiment=<id>
     cfg = compose([f"{prefix}{group}={name}", *EXTRA.get((group, name), [])], hydra_cfg=True)
     hydra_node = cfg.hydra
     plain = OmegaConf.to_container(cfg, resolve=False)

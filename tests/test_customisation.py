@@ -103,6 +103,28 @@ def test_custom_config_errors():
         CustomConfig(num_class_images=0)
 
 
+def test_methods_run_customisation_at_their_own_settings():
+    """conf/experiment_method/custom/<method>.yaml: full fine-tuning's own DreamBooth settings
+    apply under +experiment=custom only; the PEFT rows keep Eq. 12's rate; the command line wins."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    own = OmegaConf.load(conf / "experiment_method" / "custom" / "full.yaml")
+
+    def cfg(*overrides):
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    full = cfg("+experiment=custom", "method=full", "budget=none")
+    for key in ("train.lr", "train.steps", "custom.prior_loss_weight"):
+        if OmegaConf.select(own, key) is not None:
+            assert OmegaConf.select(full, key) == OmegaConf.select(own, key), key
+    assert cfg("+experiment=custom", "method=sara").train.lr == "eq12"
+    assert cfg("+experiment=custom", "method=full", "budget=none", "train.lr=0.001").train.lr == 0.001
+    assert cfg("method=full").train.lr is None  # outside the experiment: untouched
+
+
 def test_eval_prompts():
     from sara.customisation import eval_prompts
 
@@ -360,27 +382,63 @@ def test_clip_i_tells_the_subjects_apart():
     assert res["share_correct"] >= 0.95, res
 
 
-def test_app_d_claims_join_the_claims_report_from_a_results_table():
-    """C31–C36 are judged on the customisation rows of a results table (subject = dataset, the
-    pre-trained rows are the `base` variant); without such rows they are not run."""
+def _table7_rows(base_fidelity: float = 0.0) -> list[dict]:
+    """A results table's customisation rows: six rows x three subjects and the pre-trained runs."""
     import numpy as np
-    import pandas as pd
-
-    from analysis import table7_custom
 
     rng = np.random.default_rng(0)
     rows = []
     for subject in ("striped_circle", "twotone_square", "dotted_diamond"):
         for method, ci, ct in (("textual_inversion", 0.5, 50), ("full", 0.6, 40), ("lora", 0.9, 30),
                                ("adaptformer", 0.55, 45), ("lt_sft", 0.55, 44), ("sara", 0.7, 60)):
-            rows.append({"experiment": "custom", "variant": "", "dataset": subject, "method": method,
+            rows.append({"experiment": "custom", "variant": "", "dataset": subject, "method": method, "seed": 0,
                          "clip_i": ci + rng.normal(0, 0.01), "clip_i_se": 0.01, "clip_t": ct + rng.normal(0, 0.5),
-                         "clip_t_se": 0.5, "subject_fidelity": 0.5, "language_drift": 0.1, "n_images": 21,
-                         "n_class_images": 6})
-        rows.append({"experiment": "custom", "variant": "base", "dataset": subject, "method": "full",
-                     "clip_i": 0.3, "clip_i_se": 0.01, "clip_t": 61, "clip_t_se": 0.5, "subject_fidelity": 0.0,
-                     "language_drift": 0.0, "n_images": 21, "n_class_images": 6})
-    res = {r["id"]: r for r in table7_custom.claims(pd.DataFrame(rows))}
+                         "clip_t_se": 0.5, "subject_fidelity": 0.5, "language_drift": 0.1, "n_images": 20,
+                         "n_class_images": 10, "steps": 300 if method == "full" else 100,
+                         "lr": 2e-4 if method == "full" else "eq12" if method == "textual_inversion" else 4e-4,
+                         "config.method.lr": 5e-3 if method == "textual_inversion" else 1e-4,
+                         "config.custom.prior_loss_weight": 0.5 if method == "full" else 1.0,
+                         "eval_info.prior_preservation": method != "textual_inversion",
+                         "wall_time_s": 60.0 if subject == "dotted_diamond" else 40.0})
+        rows.append({"experiment": "custom", "variant": "base", "dataset": subject, "method": "full", "seed": 0,
+                     "clip_i": 0.3, "clip_i_se": 0.01, "clip_t": 61, "clip_t_se": 0.5,
+                     "subject_fidelity": base_fidelity, "language_drift": 0.0, "n_images": 20, "n_class_images": 10,
+                     "steps": 0, "lr": "eq12", "wall_time_s": 20.0})
+    return rows
+
+
+def test_table7_from_a_results_table(tmp_path):
+    """Table 7, its ground truth over the subjects and each row's settings come from a results
+    table alone (the committed runs.csv); a rerun seed of a cell replaces the older one."""
+    import pandas as pd
+
+    from analysis import table7_custom
+
+    rows = _table7_rows()
+    rows.append({**rows[0], "seed": 1, "subject_fidelity": 0.25})  # TI on striped_circle, a later seed
+    table = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    table7_custom.main(["--results", str(table), "--out", str(tmp_path / "o")])
+    md = (tmp_path / "o" / "table7.md").read_text()
+    line = lambda label, section: next(ln for ln in md.split(section)[1].splitlines() if ln.startswith(f"| {label} |"))
+    assert "| 3 | 0.50 (30 of 60) | 0.10 (3 of 30) |" in line("DreamBooth + Full", "Over the subjects")
+    assert "0.42 (25 of 60)" in line("Textual Inversion", "Over the subjects")  # seed 1 replaced seed 0
+    full = line("DreamBooth + Full", "Settings")
+    assert "| 0.0002 | 300 | 0.5 | 40–60 |" in full
+    ti = line("Textual Inversion", "Settings")
+    assert "| 0.005 | 100 | – |" in ti  # the method's own rate; no prior preservation
+    assert (tmp_path / "o" / "table7_claims.md").read_text().count("| custom-") == 6
+    assert not (tmp_path / "o" / "fig14_custom.png").exists()  # no --root: no samples to show
+
+
+def test_app_d_claims_join_the_claims_report_from_a_results_table():
+    """C31–C36 are judged on the customisation rows of a results table (subject = dataset, the
+    pre-trained rows are the `base` variant); without such rows they are not run."""
+    import pandas as pd
+
+    from analysis import table7_custom
+
+    res = {r["id"]: r for r in table7_custom.claims(pd.DataFrame(_table7_rows()))}
     assert sorted(res) == [f"C{i}" for i in range(31, 37)]
     assert res["C31"]["verdict"] == "reproduced"            # LoRA: best CLIP-I, worst CLIP-T
     assert res["C33"]["verdict"] == "reproduced"            # SaRA: best CLIP-T
