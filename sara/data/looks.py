@@ -1,7 +1,7 @@
 """Varied looks for the pre-training domain: backgrounds, palettes, outlines, glows, textures.
 
 Why: a base model pre-trained only on flat objects over a plain light background puts every style
-set far outside its support (its denoising error on the style sets is 25-100x its error on its own
+set far outside its support (its denoising error on the style sets is 23-97 times its error on its own
 domain, docs/latent_world.md), so fine-tuning must first learn to draw dark, saturated or textured
 images at all. Stable Diffusion's pre-training covers such looks; this module gives the embedded
 pre-training domain the same breadth. A look is a random combination of generic ingredients
