@@ -383,9 +383,19 @@ def load_failed(root: str | Path = "outputs/runs", experiment: str | None = None
 # --------------------------------------------------------------------------- table files
 
 
+WEIGHTS_KEY = "config.backbone.weights_id"
+
+
+def _row_keys(df) -> list[tuple[str, str]]:
+    """A row's identity in the table: its run directory and the backbone weights it used (a run
+    directory rerun on re-trained weights is another result, kept beside the earlier one)."""
+    weights = df[WEIGHTS_KEY] if WEIGHTS_KEY in df else [None] * len(df)
+    return [(str(d), "" if w is None or w != w else str(w)) for d, w in zip(df["run_dir"], weights)]
+
+
 def merge_tables(old, new, root: str | Path):
     """``new`` (runs found under ``root``; run_dir made relative to it) plus the rows of ``old``
-    whose run_dir is not among them, sorted by run_dir: the same runs give the same table."""
+    whose (run_dir, backbone weights) is not among them, sorted: the same runs give the same table."""
     import pandas as pd
 
     new = new.copy()
@@ -393,10 +403,11 @@ def merge_tables(old, new, root: str | Path):
     new["run_dir"] = [Path(d).resolve().relative_to(root).as_posix() if Path(d).resolve().is_relative_to(root) else d
                       for d in new["run_dir"]]
     if old is not None and len(old):
-        old = old[~old["run_dir"].isin(set(new["run_dir"]))]
+        old = old[[k not in set(_row_keys(new)) for k in _row_keys(old)]]
         new = pd.concat([old, new], ignore_index=True) if len(new) else old
     cols = [c for c in CANONICAL if c in new] + sorted(c for c in new if c not in CANONICAL)
-    return new[cols].sort_values("run_dir", kind="stable").reset_index(drop=True)
+    order = sorted(range(len(new)), key=lambda i: _row_keys(new)[i])
+    return new[cols].iloc[order].reset_index(drop=True)
 
 
 def write_table(df, path: str | Path) -> Path:

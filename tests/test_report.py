@@ -62,10 +62,13 @@ def test_block_source_must_stay_inside_the_analysis_folder(tmp_path):
         docs_tables.regenerate("<!-- generated: ../secret.md -->\n<!-- /generated -->", tmp_path)
 
 
-def _run(root: Path, rel: str, fid: float) -> None:
+def _run(root: Path, rel: str, fid: float, weights_id: str | None = None) -> None:
     d = root / rel
     d.mkdir(parents=True)
-    (d / "result.json").write_text(json.dumps({"status": "complete", "metrics": {"fid": fid}, "seed": 0}))
+    rec = {"status": "complete", "metrics": {"fid": fid}, "seed": 0}
+    if weights_id:
+        rec["config"] = {"backbone": {"weights_id": weights_id}}
+    (d / "result.json").write_text(json.dumps(rec))
 
 
 def test_merge_keeps_rows_of_runs_not_here_and_replaces_reruns(tmp_path):
@@ -82,6 +85,12 @@ def test_merge_keeps_rows_of_runs_not_here_and_replaces_reruns(tmp_path):
     first = table.read_bytes()
     assert results_main(["--root", str(b), "--csv", str(table), "--merge"]) == 0
     assert table.read_bytes() == first  # the same runs give the same file
+    # the same run directory on re-trained backbone weights is another result: both rows stay
+    c = tmp_path / "machine_c"
+    _run(c, "style/tiny/Cyberpunk/sara/50M/seed0", 20.0, weights_id="abc")
+    assert results_main(["--root", str(c), "--csv", str(table), "--merge"]) == 0
+    df = pd.read_csv(table)
+    assert len(df) == 4 and sorted(df[df["run_dir"].str.endswith("seed0")]["fid"]) == [10.0, 20.0]
 
 
 def test_committed_docs_match_the_committed_results():
