@@ -116,9 +116,10 @@ def test_warm_start_on_varied_looks_records_the_chain(tmp_path):
             "--torch-threads", "1", "--out", str(tmp_path / "w"), "--ckpt", str(tmp_path / "w_ck")]
     m = pretrain_tiny.main(args)
     assert m["looks"] == "varied" and m["init_manifest"] == json.loads((zoo / "manifest.json").read_text())
-    first, second = m["reproduce"].split(" && ")
-    assert first.startswith(m["init_manifest"]["reproduce"]) and "--out outputs/pretrain/tiny_init1" in first
-    assert "--looks varied" in second and "--init outputs/pretrain/tiny_init1" in second
+    *earlier, last = m["reproduce"].split(" && ")
+    stage = f"outputs/pretrain/tiny_init{len(m['init_manifest']['reproduce'].split(' && '))}"
+    assert " && ".join(earlier) == f"{m['init_manifest']['reproduce']} --out {stage}"
+    assert "--looks varied" in last and f"--init {stage}" in last
     sub = "unet/diffusion_pytorch_model.safetensors"
     a, b = _weights(zoo, sub), _weights(tmp_path / "w", sub)  # lr 0: the initial weights, unchanged
     assert all(torch.equal(a[k].float(), b[k].float()) for k in a)
