@@ -8,8 +8,8 @@ good as a shuffled one (and avoids a permutation of the large nominal length).
 
 No augmentation (in particular no horizontal flip, which would contradict "left of" / "right of").
 
-``looks="plain"`` draws every scene on a plain light background (the domain of the pre-trained
-``sara/zoo/tiny`` up to its manifest's ``looks``); ``looks="varied"`` draws the same scenes with a
+``looks="plain"`` draws every scene on a plain light background (the first pre-training stage of
+``sara/zoo/tiny``; its manifest's ``looks`` names the last); ``looks="varied"`` draws the same scenes with a
 random look of :mod:`sara.data.looks` (backgrounds, palettes, outlines, glows, textures), from a
 generator stream of its own so item ``i`` has the same content in both.
 """
