@@ -403,10 +403,12 @@ def merge_tables(old, new, root: str | Path):
     new["run_dir"] = [Path(d).resolve().relative_to(root).as_posix() if Path(d).resolve().is_relative_to(root) else d
                       for d in new["run_dir"]]
     if old is not None and len(old):
-        old = old[[k not in set(_row_keys(new)) for k in _row_keys(old)]]
+        replaced = set(_row_keys(new))
+        old = old[[k not in replaced for k in _row_keys(old)]]
         new = pd.concat([old, new], ignore_index=True) if len(new) else old
     cols = [c for c in CANONICAL if c in new] + sorted(c for c in new if c not in CANONICAL)
-    order = sorted(range(len(new)), key=lambda i: _row_keys(new)[i])
+    keys = _row_keys(new)
+    order = sorted(range(len(new)), key=keys.__getitem__)
     return new[cols].iloc[order].reset_index(drop=True)
 
 

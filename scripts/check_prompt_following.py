@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 TARGETS = {"colour_acc": 0.80, "shape_acc": 0.60}
+EVAL_LOOK_STREAM = 20  # generator stream of the looks drawn on the eval scenes (oracle_varied)
 
 
 def parse_args(argv=None):
@@ -139,7 +140,7 @@ def main(argv=None):
             from sara.data.looks import render_look, sample_look
             from sara.data.procedural import scene_rng
 
-            drawn = [render_look(s, sample_look(scene_rng(args.seed, 20, i)), bb.resolution) for i, s in enumerate(scenes)]
+            drawn = [render_look(s, sample_look(scene_rng(args.seed, EVAL_LOOK_STREAM, i)), bb.resolution) for i, s in enumerate(scenes)]
             res["oracle_varied"], _ = prompt_following_accuracy(drawn, prompts)
     res["targets"] = TARGETS
     res["pass"] = all(res[k] >= v for k, v in TARGETS.items())

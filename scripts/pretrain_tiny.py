@@ -237,7 +237,7 @@ def chain_init(manifest: dict, init: Path, world: str) -> dict:
     first = json.loads(f.read_text())
     manifest["init_manifest"] = first
     if first.get("reproduce"):
-        stage = f"outputs/pretrain/{world}_init{len(first.get('reproduce', '').split(' && '))}"
+        stage = f"outputs/pretrain/{world}_init{len(first['reproduce'].split(' && '))}"
         manifest["reproduce"] = (f"{first['reproduce']} --out {stage} && "
                                  + manifest["reproduce"].replace(f"--init {init}", f"--init {stage}"))
     return manifest
