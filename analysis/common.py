@@ -63,7 +63,12 @@ def arg_parser(description: str, default_out: str) -> argparse.ArgumentParser:
     return ap
 
 
-def load(path: str | Path) -> pd.DataFrame:
+def load(path: str | Path, keep_superseded: bool = False) -> pd.DataFrame:
+    """The results table with the identity columns every analysis expects and ``weights``.
+
+    A run directory rerun on re-trained embedded weights keeps its earlier row in the table
+    (``sara.results.merge_tables``); an analysis reads only the newest result of each run directory
+    unless ``keep_superseded`` (the learnability table compares the weights side by side)."""
     df = read_table(path)
     for c in ("experiment", "variant", "backbone", "dataset", "method", "budget"):
         if c not in df.columns:
@@ -74,9 +79,23 @@ def load(path: str | Path) -> pd.DataFrame:
     if "budget_params" not in df.columns:
         df["budget_params"] = [parse_budget(b) for b in df["budget"]]
     # which embedded weights a run used (runs recorded before the id was: "unrecorded")
+    df = df.copy()  # defragment: the table has hundreds of columns
     wid = df["config.backbone.weights_id"] if "config.backbone.weights_id" in df else pd.Series(None, index=df.index)
     df["weights"] = wid.astype(str).str[:8].where(wid.notna(), "unrecorded")
-    return df
+    return df if keep_superseded else newest_per_run(df)
+
+
+def newest_per_run(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run directory: the one with recorded weights over an unrecorded one, then the
+    latest ``finished_at`` (rows without a run directory are all kept)."""
+    if "run_dir" not in df.columns or df["run_dir"].isna().all():
+        return df
+    order = pd.DataFrame({"recorded": df["weights"].ne("unrecorded"),
+                          "finished": df["finished_at"].astype(str) if "finished_at" in df else "",
+                          "pos": range(len(df))}, index=df.index)
+    newest = order.sort_values(["recorded", "finished", "pos"]).groupby(df["run_dir"], dropna=False).tail(1).index
+    keep = df.index.isin(newest) | df["run_dir"].isna()
+    return df[keep]
 
 
 def rows_of(df: pd.DataFrame, experiment: str | Sequence[str] | None, prefix: bool = False) -> pd.DataFrame:

@@ -71,7 +71,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     out = out_dir(args.out)
     name = "learnability"
-    df = rows_of(load(args.results), args.experiment or "learnability")
+    df = rows_of(load(args.results, keep_superseded=True), args.experiment or "learnability")
     t = build(df, args.target) if len(df) and "fid" in df else pd.DataFrame()
     if t.empty:
         return write_missing(out, name, "no `learnability` runs with FID in the results table")

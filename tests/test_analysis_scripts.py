@@ -356,3 +356,21 @@ def test_claims_quote_the_paper_and_follow_the_noise_rule(table, tmp_path):
     close = tmp_path / "close.csv"
     df.to_csv(close, index=False)
     assert _claims(close, tmp_path / "c")["C1"]["verdict"] in {"inconclusive", "not_reproduced"}
+
+
+def test_a_rerun_on_retrained_weights_supersedes_its_earlier_row(tmp_path):
+    from analysis.common import load
+
+    rows = [  # one run directory recorded three times: before weights ids, then on two weights
+        {"experiment": "style", "run_dir": "style/a", "fid": 1.0, "finished_at": "2026-01-03"},
+        {"experiment": "style", "run_dir": "style/a", "fid": 2.0, "finished_at": "2026-01-01",
+         "config.backbone.weights_id": "aaaa"},
+        {"experiment": "style", "run_dir": "style/a", "fid": 3.0, "finished_at": "2026-01-02",
+         "config.backbone.weights_id": "bbbb"},
+        {"experiment": "style", "run_dir": "style/b", "fid": 4.0, "finished_at": "2026-01-01"},
+    ]
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    newest = load(path)
+    assert sorted(newest["fid"]) == [3.0, 4.0]  # recorded weights beat unrecorded, then the latest
+    assert len(load(path, keep_superseded=True)) == 4

@@ -15,6 +15,7 @@ stand-ins of tests/conftest.py, through the real experiment files (``+experiment
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -374,6 +375,30 @@ def test_pretrain_reference_folder(tmp_path):
         ensure_pretrain_reference({**cfg, "reference_images": 5000}, 16)
 
 
+def test_pretrain_data_follows_the_shipped_base_looks(tmp_path):
+    """data=pretrain draws the looks the shipped base was last trained on, for training and for the
+    FID reference (its own folder, so a plain-looks reference is never taken for it)."""
+    import numpy as np
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from sara.data.build import build_dataset
+    from sara.data.domain import PretrainDomain
+
+    conf = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/data/pretrain.yaml"))
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "sara/zoo/tiny/manifest.json").read_text())
+    assert conf["looks"] == shipped["looks"] == "varied"
+    cfg = {**conf, "root": str(tmp_path), "reference_images": 3}
+    train, _ = build_dataset(cfg, 16)
+    assert train.looks == "varied"
+    d = ensure_pretrain_reference(cfg, 16)
+    assert d.name == "seed0_16px_n3_varied" and d != pretrain_reference_dir({**cfg, "looks": "plain"}, 16)
+    val = PretrainDomain(16, split="val", seed=0, looks="varied")
+    assert np.array_equal(np.asarray(Image.open(d / "0002.png")), val.image(2))
+    with pytest.raises(ValueError, match="looks must be one of"):
+        ensure_pretrain_reference({**cfg, "looks": "neon"}, 16)
+
+
 def test_pretrain_fid_uses_the_reference_folder(stub_conf, stub_world, tmp_path, monkeypatch):
     """data=pretrain with FID: sara.evaluate gets the validation-split reference folder."""
     import sara.evaluate
@@ -390,7 +415,7 @@ def test_pretrain_fid_uses_the_reference_folder(stub_conf, stub_world, tmp_path,
                               f"output_root={tmp_path / 'runs'}"])
     assert cfg.data.kind == "pretrain"
     rec = execute(cfg, run_dir_for(cfg))
-    ref = tmp_path / "data/pretrain_val/seed0_8px_n4"
+    ref = tmp_path / "data/pretrain_val/seed0_8px_n4_varied"
     assert got["root"] == str(ref) and len(list(ref.glob("*.png"))) == 4
     assert rec["metrics"]["fid"] == 1.0 and rec["paths"]["dataset"] == str(ref)
 

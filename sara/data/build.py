@@ -28,7 +28,8 @@ def build_dataset(cfg_data: Mapping, resolution: int, accelerator=None):
     if kind == "pretrain":
         from .domain import PretrainDomain
 
-        return PretrainDomain(resolution, split=cfg_data.get("split", "train"), seed=seed), None
+        return PretrainDomain(resolution, split=cfg_data.get("split", "train"), seed=seed,
+                              looks=str(cfg_data.get("looks", "plain"))), None
     if kind == "style":
         from .styles import STYLE_SIZES, ensure_style_datasets
 
@@ -86,10 +87,12 @@ PRETRAIN_REFERENCE_VERSION = 1
 def pretrain_reference_dir(cfg_data: Mapping, resolution: int) -> Path:
     """Where the FID reference folder of ``data=pretrain`` lives: the first
     ``data.reference_images`` (default 1,000 = all) items of the domain's fixed validation split,
-    at the backbone's resolution, under ``<data.root>/pretrain_val/``."""
+    at the backbone's resolution and in the domain's ``data.looks``, under ``<data.root>/pretrain_val/``."""
     n = int(cfg_data.get("reference_images", 1000) or 1000)
     seed = int(cfg_data.get("seed", 0))
-    return Path(cfg_data.get("root", "data")) / "pretrain_val" / f"seed{seed}_{int(resolution)}px_n{n}"
+    looks = str(cfg_data.get("looks", "plain"))
+    suffix = "" if looks == "plain" else f"_{looks}"
+    return Path(cfg_data.get("root", "data")) / "pretrain_val" / f"seed{seed}_{int(resolution)}px_n{n}{suffix}"
 
 
 def ensure_pretrain_reference(cfg_data: Mapping, resolution: int) -> Path:
@@ -97,7 +100,8 @@ def ensure_pretrain_reference(cfg_data: Mapping, resolution: int) -> Path:
     incomplete (images + ``metadata.jsonl``, the dataset folder format; deterministic from the
     seed; atomic: built under a temporary name, then renamed; locked against parallel jobs)."""
     from .domain import DEFAULT_LENGTHS, PretrainDomain
-    from .procedural import caption, render
+    from .looks import LOOKS_VERSION
+    from .procedural import caption
     from .styles import png_bytes
 
     folder = pretrain_reference_dir(cfg_data, resolution)
@@ -106,8 +110,11 @@ def ensure_pretrain_reference(cfg_data: Mapping, resolution: int) -> Path:
         raise ValueError(f"data.reference_images must be in [2, {DEFAULT_LENGTHS['val']}] (the "
                          f"validation split's size), got {n}")
     seed = int(cfg_data.get("seed", 0))
+    looks = str(cfg_data.get("looks", "plain"))
+    ds = PretrainDomain(resolution, split="val", seed=seed, looks=looks)  # refuses an unknown look
     marker = {"kind": "pretrain_val", "seed": seed, "resolution": int(resolution), "count": n,
-              "version": PRETRAIN_REFERENCE_VERSION, "complete": True}
+              "version": PRETRAIN_REFERENCE_VERSION, "complete": True,
+              **({} if looks == "plain" else {"looks": looks, "looks_version": LOOKS_VERSION})}
 
     def ok() -> bool:
         with contextlib.suppress(OSError, ValueError):
@@ -120,13 +127,12 @@ def ensure_pretrain_reference(cfg_data: Mapping, resolution: int) -> Path:
     with file_lock(folder.parent / f".{folder.name}.lock"):
         if ok():
             return folder
-        ds = PretrainDomain(resolution, split="val", seed=seed)
         with atomic_dir(folder) as tmp:
             lines = []
             for i in range(n):
                 scene = ds.scene(i)
                 fn = f"{i:04d}.png"
-                (tmp / fn).write_bytes(png_bytes(render(scene, int(resolution))))
+                (tmp / fn).write_bytes(png_bytes(ds.image(i)))
                 lines.append(json.dumps({"file_name": fn, "text": caption(scene)}))
             (tmp / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
             (tmp / ".sara_data.json").write_text(json.dumps(marker) + "\n", encoding="utf-8")
