@@ -6,7 +6,9 @@ learning rate, so another base model, a longer schedule or another rate is its o
 averaged in.
 
 Reads the `learnability` rows (``learnability--base``: the pre-trained model, ``train.steps=0``).
-Writes ``learnability.{md,csv}``.
+Writes ``learnability.{md,csv}``, and ``learnability_samples.png`` where the runs' sample folders are
+on disk: per set, training images, the base model, full fine-tuning and SaRA 50M (the newest
+weights, the lowest seed, the experiment's own rates).
 
     python -m analysis.learnability --results results.csv --out outputs/analysis/learnability
 """
@@ -95,7 +97,30 @@ def main(argv=None):
                                  "change", f"≥ {args.target:.0%} lower"]),
           "\n".join(f"- {v}" for v in verdict)]
     (out / f"{name}.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
-    return [out / f"{name}.md", out / f"{name}.csv"]
+    written = [out / f"{name}.md", out / f"{name}.csv"]
+    grid = sample_grid(df)
+    if grid is not None:
+        grid.save(out / f"{name}_samples.png")
+        written.append(out / f"{name}_samples.png")
+    return written
+
+
+def sample_grid(df: pd.DataFrame, n: int = 6, tile: int = 40):
+    """The sample grid of the newest weights' runs (None when no sample folder is on disk)."""
+    from .style_samples import grid_rows, render
+
+    done = df[num(df, "fid").notna()]
+    if done.empty or "finished_at" not in done:
+        return None
+    newest = done.loc[done["finished_at"].astype(str).idxmax(), "weights"]
+    d = done[(done["weights"] == newest) & done["variant"].isin(["", "base"])]
+    d = d[num(d, "seed") == num(d, "seed").min()].copy()
+    base = d["variant"].eq("base")
+    d.loc[base, "method"] = "base"  # its row label: Pre-trained
+    blocks = grid_rows(d[base | (d["method"] == "full") | (d["budget"].astype(str) == "50M")], "50M", n)
+    if not blocks:
+        return None
+    return render(blocks, n, tile, f"weights {newest}, seed {int(num(d, 'seed').min())}")
 
 
 if __name__ == "__main__":

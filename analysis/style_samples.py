@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (split_base, arg_parser, load, method_label, method_sort_key, out_dir, rows_of, run_main,
+from .common import (BASELINE_METHODS, split_base, arg_parser, load, method_label, method_sort_key, out_dir, rows_of, run_main,
                      write_missing)
 
 NAME = "style_samples"
@@ -31,7 +31,8 @@ def grid_rows(df, budget, n):
     """[(dataset, [(row label, [image paths])])]: the training images, then each method's samples."""
     out = []
     for ds, g in df.groupby("dataset", sort=True):
-        g = g[(g["budget"].astype(str) == str(budget)) | (g["method"] == "full")]
+        budget_less = g["method"].isin({"full", *BASELINE_METHODS})  # shown at every budget
+        g = g[(g["budget"].astype(str) == str(budget)) | budget_less]
         g = g.iloc[sorted(range(len(g)), key=lambda i: method_sort_key(g["method"].iloc[i]))]
         rows = []
         data_dirs = g["paths.dataset"].dropna() if "paths.dataset" in g else []
@@ -41,7 +42,7 @@ def grid_rows(df, budget, n):
         for _, r in g.iterrows():
             ims = _images(r.get("paths.samples"), n)
             if ims:
-                label = method_label(r["method"]) + ("" if r["method"] == "full" else f" {budget}")
+                label = method_label(r["method"]) + ("" if r["method"] in {"full", *BASELINE_METHODS} else f" {budget}")
                 rows.append((label, ims))
         if len(rows) > 1:
             out.append((ds, rows))

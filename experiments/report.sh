@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 table=results/embedded/runs.csv
 claims_json=results/embedded/claims.json
 docs=(docs/results.md docs/claims.md docs/customisation.md)
+doc_figures=("learnability/learnability_samples.png docs/img/learnability_samples.png")  # "made docs-copy"
 out=outputs/analysis
 collect="" mode=""
 while (( $# )); do
@@ -59,6 +60,10 @@ run audit_paper_vlhi      --out "$out/audit"
 case $mode in
   --write-docs)
     python -m analysis.docs_tables --analysis "$out" --docs "${docs[@]}" --write || status=$?
+    for fig in "${doc_figures[@]}"; do  # sample grids need the runs' sample folders: copied where made
+      read -r made dest <<< "$fig"
+      [[ -f $out/$made ]] && { cp "$out/$made" "$dest" || status=$?; }
+    done
     cp "$out/claims/claims.json" "$claims_json" || status=$? ;;
   --check)
     python -m analysis.docs_tables --analysis "$out" --docs "${docs[@]}" --check || status=1

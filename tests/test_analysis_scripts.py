@@ -219,7 +219,8 @@ def test_merging_keeps_other_betas_apart(table, tmp_path):
     df = pd.read_csv(table)
     mg = df[df["experiment"].astype(str).str.startswith("merging")]
     both = mg[(mg["beta1"] == 1) & (mg["beta2"] == 1)].copy()
-    half = both.assign(beta1=0.5, beta2=0.5, fid=1.0, variant=both["variant"].str.replace("b1.0-1.0", "b0.5-0.5"))
+    half = both.assign(beta1=0.5, beta2=0.5, fid=1.0, variant=both["variant"].str.replace("b1.0-1.0", "b0.5-0.5"),
+                       run_dir=both["run_dir"].astype(str) + "-b0.5")  # its own run directory
     long = merging_long(pd.concat([mg, half]))
     pair = long["pair"].iloc[0]
     a, b = pair.split("+")

@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -130,6 +131,44 @@ def test_learnability_table_keeps_schedules_apart_and_needs_both_methods(tmp_pat
     assert "tiny (weights unrecorded) at 900 steps: 1/2 sets learnable by both methods (Cyberpunk)" in md  # Hornify: no SaRA
     assert "tiny (weights abcdef01) at 900 steps: 0/1 sets learnable by both methods (none)" in md
     assert t[t["weights"] == "abcdef01"]["base_fid"].eq(500.0).all()  # never the other base's FID
+
+
+def test_learnability_sample_grid_shows_the_newest_weights_lowest_seed(tmp_path):
+    from PIL import Image
+
+    from analysis import learnability
+
+    def folder(name, colour):
+        d = tmp_path / name
+        d.mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8), colour).save(d / f"{i:05d}.png")
+        return str(d)
+
+    data = folder("data", "pink")
+    rows = []
+    for wid, when, colour in (("old0000000000000", "2026-01-01", "black"), ("new0000000000000", "2026-02-01", "white")):
+        for seed in (0, 1):
+            common = {"experiment": "learnability", "backbone": "tiny", "dataset": "BarbieCore", "seed": seed,
+                      "config.backbone.weights_id": wid, "finished_at": when, "paths.dataset": data, "fid": 1.0, "lr": 1e-3}
+            c = colour if seed == 0 else "red"  # seed 1 must not be shown
+            rows += [{**common, "variant": "base", "method": "full", "budget": "none", "steps": 0, "run_dir": f"b{seed}",
+                      "paths.samples": folder(f"{wid}b{seed}", c)},
+                     {**common, "variant": "", "method": "full", "budget": "none", "steps": 300, "run_dir": f"f{seed}",
+                      "paths.samples": folder(f"{wid}f{seed}", c)},
+                     {**common, "variant": "", "method": "sara", "budget": "50M", "steps": 300, "run_dir": f"s{seed}",
+                      "paths.samples": folder(f"{wid}s{seed}", c)},
+                     {**common, "variant": "lr3e-4", "method": "full", "budget": "none", "steps": 300,
+                      "run_dir": f"v{seed}", "paths.samples": folder(f"{wid}v{seed}", "red")}]
+    table = tmp_path / "r.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    written = learnability.main(["--results", str(table), "--out", str(tmp_path / "o")])
+    assert tmp_path / "o" / "learnability_samples.png" in written
+    grid = np.asarray(Image.open(tmp_path / "o" / "learnability_samples.png").convert("RGB"))
+    tiles = grid[18:, 150:]  # below the title, right of the row labels: 4 rows (training, base, full, SaRA)
+    assert tiles.shape[0] == 4 * 40
+    colours = {tuple(tiles[40 * k + 20, 20]) for k in range(1, 4)}
+    assert colours == {(255, 255, 255)}  # the newest weights, seed 0, the experiment's own rate
 
 
 def test_table1_has_a_pretrained_row_outside_vlhi_and_mean_std_cells(tmp_path):
