@@ -8,7 +8,9 @@ averaged in.
 Reads the `learnability` rows (``learnability--base``: the pre-trained model, ``train.steps=0``).
 Writes ``learnability.{md,csv}``, and ``learnability_samples.png`` where the runs' sample folders are
 on disk: per set, training images, the base model, full fine-tuning and SaRA 50M (the newest
-weights, the lowest seed, the experiment's own rates).
+weights, the lowest seed, the experiment's own rates); and ``learnability_steps.{png,pdf}`` where a
+set was trained at several schedule lengths: FID against the number of steps per method and rate,
+the base's FID beside it, and each longest run's training loss (from its ``train_log.jsonl``).
 
     python -m analysis.learnability --results results.csv --out outputs/analysis/learnability
 """
@@ -17,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .common import DATASETS, arg_parser, fmt, load, markdown_table, num, out_dir, rows_of, split_base, write_missing
+from .common import (DATASETS, arg_parser, fmt, load, markdown_table, num, out_dir, pyplot, rows_of, save_fig,
+                     split_base, write_missing)
 
 METHODS = {("full", "none"): "full fine-tuning", ("sara", "50M"): "SaRA 50M"}
 
@@ -98,11 +101,57 @@ def main(argv=None):
           "\n".join(f"- {v}" for v in verdict)]
     (out / f"{name}.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
     written = [out / f"{name}.md", out / f"{name}.csv"]
+    written += steps_figure(df, t, out)
     grid = sample_grid(df)
     if grid is not None:
         grid.save(out / f"{name}_samples.png")
         written.append(out / f"{name}_samples.png")
     return written
+
+
+def _loss_curve(path, every: int = 20) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, loss averaged over windows of ``every`` steps) of a run's train_log.jsonl."""
+    import json
+    from pathlib import Path
+
+    p = Path(str(path))
+    if not p.is_file():
+        return None
+    rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+    steps = np.array([r["step"] for r in rows if "loss" in r], float)
+    loss = np.array([r["loss"] for r in rows if "loss" in r], float)
+    if len(loss) < every:
+        return None
+    k = len(loss) // every * every
+    return steps[:k].reshape(-1, every).mean(1), loss[:k].reshape(-1, every).mean(1)
+
+
+def steps_figure(df: pd.DataFrame, t: pd.DataFrame, out) -> list:
+    """FID against schedule length for each (weights, set) trained at two or more step counts."""
+    multi = [(w, ds) for (w, ds), g in t.groupby(["weights", "dataset"]) if g["steps"].nunique() > 1]
+    if not multi:
+        return []
+    plt = pyplot()
+    fig, axes = plt.subplots(len(multi), 2, figsize=(9, 3.2 * len(multi)), squeeze=False)
+    for (w, ds), (ax, ax_loss) in zip(multi, axes):
+        g = t[(t["weights"] == w) & (t["dataset"] == ds)]
+        for (me, bu, lr), gl in g.groupby(["method", "budget", "lr"]):
+            gl = gl.sort_values("steps")
+            label = f"{METHODS[(me, bu)]}, lr {_rate(lr)}"
+            ax.errorbar(gl["steps"], gl["fid"], yerr=gl["fid_std"].fillna(0), marker="o", capsize=3, label=label)
+            longest = df[(df["weights"] == w) & (df["dataset"] == ds) & (df["method"] == me)
+                         & (df["budget"].astype(str) == bu) & (df["lr"].astype(str) == str(lr))
+                         & (num(df, "steps") == gl["steps"].max())]
+            curve = _loss_curve(longest["paths.train_log"].iloc[0]) if "paths.train_log" in longest and len(longest) else None
+            if curve is not None:
+                ax_loss.plot(*curve, label=f"{label}, {fmt(gl['steps'].max())} steps")
+        ax.axhline(g["base_fid"].iloc[0], color="gray", ls="--", label="pre-trained")
+        ax.set(title=f"{ds} (weights {w}): FID by schedule length", xlabel="training steps", ylabel="embedded FID")
+        ax_loss.set(title="training loss (mean of 20 steps)", xlabel="step", ylabel="loss")
+        ax.legend(fontsize=7)
+        if ax_loss.lines:
+            ax_loss.legend(fontsize=7)
+    return save_fig(fig, out, "learnability_steps")
 
 
 def sample_grid(df: pd.DataFrame, n: int = 6, tile: int = 40):

@@ -131,6 +131,7 @@ def test_learnability_table_keeps_schedules_apart_and_needs_both_methods(tmp_pat
     assert "tiny (weights unrecorded) at 900 steps: 1/2 sets learnable by both methods (Cyberpunk)" in md  # Hornify: no SaRA
     assert "tiny (weights abcdef01) at 900 steps: 0/1 sets learnable by both methods (none)" in md
     assert t[t["weights"] == "abcdef01"]["base_fid"].eq(500.0).all()  # never the other base's FID
+    assert (tmp_path / "o" / "learnability_steps.png").is_file()  # Cyberpunk at 300 and 900 steps
 
 
 def test_learnability_sample_grid_shows_the_newest_weights_lowest_seed(tmp_path):
@@ -164,6 +165,7 @@ def test_learnability_sample_grid_shows_the_newest_weights_lowest_seed(tmp_path)
     pd.DataFrame(rows).to_csv(table, index=False)
     written = learnability.main(["--results", str(table), "--out", str(tmp_path / "o")])
     assert tmp_path / "o" / "learnability_samples.png" in written
+    assert not (tmp_path / "o" / "learnability_steps.png").exists()  # one schedule length only
     grid = np.asarray(Image.open(tmp_path / "o" / "learnability_samples.png").convert("RGB"))
     tiles = grid[18:, 150:]  # below the title, right of the row labels: 4 rows (training, base, full, SaRA)
     assert tiles.shape[0] == 4 * 40
@@ -196,3 +198,15 @@ def test_table1_has_a_pretrained_row_outside_vlhi_and_mean_std_cells(tmp_path):
     assert set(long["method"]) == {"sara", "lora"}  # VLHI computed without the base row
     claims_long = table1_style._style(pd.read_csv(table, keep_default_na=False, na_values=[""]))
     assert set(claims_long["method"]) == {"sara", "lora"}  # the claims never count it as full fine-tuning
+
+
+def test_learnability_loss_curve_is_window_means_of_the_train_log(tmp_path):
+    import json
+
+    from analysis.learnability import _loss_curve
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": i + 1, "loss": float(i // 20)}) + "\n" for i in range(45)))
+    steps, loss = _loss_curve(log)
+    assert list(loss) == [0.0, 1.0] and list(steps) == [10.5, 30.5]  # the last 5 steps: no full window
+    assert _loss_curve(tmp_path / "missing.jsonl") is None
