@@ -56,12 +56,15 @@ PAPER_SOURCE = "App. D, Table 7 / Fig. 14"
 def runs_from_results(results: pd.DataFrame) -> pd.DataFrame:
     """The customisation rows of a results table (``python -m sara.results``; the committed
     ``results/embedded/runs.csv``), one per subject and row: ``subject`` (the dataset), ``row``
-    (the method, or ``base`` for the pre-trained model: the ``base`` variant), the metrics. A
-    cell run with several seeds keeps its last seed (Table 7 has one training seed per cell)."""
+    (the method, or ``base`` for the pre-trained model: the ``base`` variant), the metrics; runs of
+    any other variant (``experiment_name=custom--<variant>``) are left out. A cell run with several
+    seeds keeps its last seed (Table 7 has one training seed per cell)."""
     d = results[results["experiment"] == EXPERIMENT] if "experiment" in results else results.iloc[:0]
     if "clip_i" in d:
         d = d[d["clip_i"].notna()]
     variant = d["variant"].fillna("") if "variant" in d else pd.Series("", index=d.index)
+    keep = variant.isin(["", "base"])  # another variant (custom--steps300, a tuning probe) is not Table 7's cell
+    d, variant = d[keep], variant[keep]
     d = d.copy().assign(subject=d["dataset"], row=np.where(variant == "base", "base", d["method"]))
     if d.empty or "seed" not in d:
         return d

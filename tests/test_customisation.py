@@ -416,6 +416,7 @@ def test_table7_from_a_results_table(tmp_path):
 
     rows = _table7_rows()
     rows.append({**rows[0], "seed": 1, "subject_fidelity": 0.25})  # TI on striped_circle, a later seed
+    rows.append({**rows[1], "variant": "steps900", "seed": 5, "subject_fidelity": 1.0})  # a probe: not a cell
     table = tmp_path / "runs.csv"
     pd.DataFrame(rows).to_csv(table, index=False)
     table7_custom.main(["--results", str(table), "--out", str(tmp_path / "o")])
