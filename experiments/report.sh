@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 table=results/embedded/runs.csv
 claims_json=results/embedded/claims.json
 docs=(docs/results.md docs/claims.md docs/customisation.md)
-doc_figures=("learnability/learnability_samples.png docs/img/learnability_samples.png")  # "made docs-copy"
+doc_figures=("learnability/learnability_samples.png docs/img/learnability_samples.png"  # "made docs-copy"
+             "learnability/learnability_steps.png docs/img/learnability_steps.png")
 out=outputs/analysis
 collect="" mode=""
 while (( $# )); do
@@ -51,6 +52,7 @@ run fig21_24_hyper        --results "$table" --out "$out/hyper"
 run fig16_scaling         --results "$table" --out "$out/scaling"
 run seed_spread           --results "$table" --out "$out/seeds"
 run table7_custom         --results "$table" --out "$out/custom"
+run custom_settings       --results "$table" --out "$out/custom"
 run fig17_merging         --results "$table" --out "$out/merging"
 run fig19_subspace        --results "$table" --out "$out/analysis"
 run table10_amplification --results "$table" --out "$out/analysis"

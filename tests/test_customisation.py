@@ -432,6 +432,29 @@ def test_table7_from_a_results_table(tmp_path):
     assert not (tmp_path / "o" / "fig14_custom.png").exists()  # no --root: no samples to show
 
 
+def test_custom_settings_compare_probes_of_one_row_with_the_pre_trained(tmp_path):
+    import pandas as pd
+
+    from analysis import custom_settings
+
+    rows = [r for r in _table7_rows(base_fidelity=0.05) if r["method"] == "full"]
+    for r in rows:
+        r["config.custom.prior_loss_weight"] = 0.5 if r["variant"] == "" else 0.1
+    probe = [{**r, "variant": "w0", "config.custom.prior_loss_weight": 0.0, "subject_fidelity": 0.9}
+             for r in rows if r["variant"] == ""]
+    table = tmp_path / "runs.csv"
+    pd.DataFrame(rows + probe + [{**probe[0], "method": "lora", "variant": "w0"}]).to_csv(table, index=False)
+    custom_settings.main(["--results", str(table), "--out", str(tmp_path / "o")])
+    t = pd.read_csv(tmp_path / "o" / "custom_settings.csv").set_index("setting")
+    assert list(t.index) == ["the experiment's own", "pre-trained", "w0"]  # the LoRA probe is not full's
+    assert t.at["w0", "k"] == 54 and t.at["w0", "n"] == 60 and str(t.at["w0", "prior_loss_weight"]) in ("0", "0.0")
+    assert t.at["pre-trained", "fidelity"] == pytest.approx(0.05)
+    md = (tmp_path / "o" / "custom_settings.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| w0 |"))
+    se = (0.9 * 0.1 / 60 + 0.05 * 0.95 / 60) ** 0.5
+    assert "0.90 (54 of 60)" in line and f"{(0.9 - 0.05) / se:+.1f}" in line
+
+
 def test_app_d_claims_join_the_claims_report_from_a_results_table():
     """C31–C36 are judged on the customisation rows of a results table (subject = dataset, the
     pre-trained rows are the `base` variant); without such rows they are not run."""
