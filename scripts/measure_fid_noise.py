@@ -26,6 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from world_runs import add_common_args, dataset_dir, fid_first_n, mean_std, run_job, write_report  # noqa: E402
 
+from analysis.fid_noise import table_lines  # noqa: E402  (the repository root is on sys.path: world_runs)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,16 +81,7 @@ def main(argv=None) -> dict:
            "extra_overrides": a.extra, "table": table, "std_within_rel_gap": verdict,
            "default_num_prompts": default_n, "wall_s": round(time.time() - t0, 1),
            "command": "python scripts/measure_fid_noise.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    lines = ["| set | model | " + " | ".join(f"N={n}: mean ± std" for n in counts) + " |",
-             "|---|---|" + "---|" * len(counts)]
-    for d in datasets:
-        for model in ("base", "full"):
-            lines.append(f"| {d} | {model} | " + " | ".join(
-                f"{table[d][model][str(n)]['mean']:.1f} ± {table[d][model][str(n)]['std']:.1f}" for n in counts) + " |")
-        lines.append(f"| {d} | gap | " + " | ".join(f"{table[d]['gap'][str(n)]:.1f}" for n in counts) + " |")
-    lines.append("")
-    lines.append(f"Smallest N with std <= {a.rel:.0%} of the gap everywhere: {default_n}")
-    return write_report(out, "fid_noise", res, lines)
+    return write_report(out, "fid_noise", res, table_lines(res))
 
 
 if __name__ == "__main__":

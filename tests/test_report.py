@@ -210,3 +210,23 @@ def test_learnability_loss_curve_is_window_means_of_the_train_log(tmp_path):
     steps, loss = _loss_curve(log)
     assert list(loss) == [0.0, 1.0] and list(steps) == [10.5, 30.5]  # the last 5 steps: no full window
     assert _loss_curve(tmp_path / "missing.jsonl") is None
+
+
+def test_fid_noise_table_from_a_measurement_record(tmp_path):
+    import json
+
+    from analysis import fid_noise
+
+    cell = lambda m, s: {"fids": [], "mean": m, "std": s}
+    rec = {"backbone": "tiny", "datasets": ["Cyberpunk"], "counts": [100, 250], "seeds": [0, 1, 2], "rel": 0.05,
+           "default_num_prompts": 250, "wall_s": 12.0, "command": "python scripts/measure_fid_noise.py",
+           "table": {"Cyberpunk": {"base": {"100": cell(3200, 60), "250": cell(3180, 40)},
+                                   "full": {"100": cell(1400, 120), "250": cell(1300, 80)},
+                                   "gap": {"100": 1800.0, "250": 1880.0}}}}
+    path = tmp_path / "noise.json"
+    path.write_text(json.dumps(rec))
+    [md] = fid_noise.main(["--json", str(path), "--out", str(tmp_path / "o")])
+    text = md.read_text()
+    assert "| Cyberpunk | fine-tuned (full) | 1400 ± 120 (6.7% of the gap) | 1300 ± 80 (4.3% of the gap) |" in text
+    assert "**250**" in text
+    assert "No results yet" in fid_noise.main(["--json", str(tmp_path / "none.json"), "--out", str(tmp_path / "m")])[0].read_text()
