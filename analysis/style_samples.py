@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (BASELINE_METHODS, split_base, arg_parser, load, method_label, method_sort_key, out_dir, rows_of, run_main,
-                     write_missing)
+from .common import (BASELINE_METHODS, split_base, arg_parser, load, method_label, method_sort_key, out_dir,
+                     rows_of, run_main, write_missing)
 
 NAME = "style_samples"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
