@@ -48,7 +48,7 @@ def main(argv=None):
     res = json.loads(path.read_text(encoding="utf-8"))
     head = (f"Embedded FID over sampling seeds {', '.join(map(str, res['seeds']))} (training seed 0), "
             f"backbone {res['backbone']}; command: `{res['command']}`; {res['wall_s']:.0f} s.")
-    (out / f"{NAME}.md").write_text("\n".join(["#### FID sampling noise", "", head, "", *table_lines(res)]) + "\n",
+    (out / f"{NAME}.md").write_text("\n".join(["# FID sampling noise", "", head, "", *table_lines(res)]) + "\n",
                                     encoding="utf-8")
     return [out / f"{NAME}.md"]
 
