@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .common import arg_parser, fmt, load, markdown_table, num, out_dir, rows_of, write_missing
+from .table7_custom import pooled_count
 
 NAME = "custom_settings"
 
@@ -35,10 +36,8 @@ def build(df: pd.DataFrame, method: str) -> pd.DataFrame:
     picked = df[base | (df["method"].eq(method) & ~base)]
     rows = []
     for variant, g in picked.groupby("variant", sort=False):
-        k = (num(g, "subject_fidelity") * num(g, "n_images")).round().sum()
-        n = num(g, "n_images").sum()
-        drift_k = (num(g, "language_drift") * num(g, "n_class_images")).round().sum()
-        drift_n = num(g, "n_class_images").sum()
+        k, n = pooled_count(g, "subject_fidelity", "n_images")
+        drift_k, drift_n = pooled_count(g, "language_drift", "n_class_images")
         p = k / n if n else np.nan
         r = {"setting": "pre-trained" if variant == "base" else (variant or "the experiment's own"),
              "lr": _one(g, "lr"), "steps": _one(g, "steps"),

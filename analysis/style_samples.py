@@ -17,6 +17,7 @@ from .common import (BASELINE_METHODS, split_base, arg_parser, load, method_labe
 
 NAME = "style_samples"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+BUDGET_LESS = {"full", *BASELINE_METHODS}  # rows shown at every budget, labelled without one
 
 
 def _images(folder, n):
@@ -31,8 +32,7 @@ def grid_rows(df, budget, n):
     """[(dataset, [(row label, [image paths])])]: the training images, then each method's samples."""
     out = []
     for ds, g in df.groupby("dataset", sort=True):
-        budget_less = g["method"].isin({"full", *BASELINE_METHODS})  # shown at every budget
-        g = g[(g["budget"].astype(str) == str(budget)) | budget_less]
+        g = g[(g["budget"].astype(str) == str(budget)) | g["method"].isin(BUDGET_LESS)]
         g = g.iloc[sorted(range(len(g)), key=lambda i: method_sort_key(g["method"].iloc[i]))]
         rows = []
         data_dirs = g["paths.dataset"].dropna() if "paths.dataset" in g else []
@@ -42,7 +42,7 @@ def grid_rows(df, budget, n):
         for _, r in g.iterrows():
             ims = _images(r.get("paths.samples"), n)
             if ims:
-                label = method_label(r["method"]) + ("" if r["method"] in {"full", *BASELINE_METHODS} else f" {budget}")
+                label = method_label(r["method"]) + ("" if r["method"] in BUDGET_LESS else f" {budget}")
                 rows.append((label, ims))
         if len(rows) > 1:
             out.append((ds, rows))

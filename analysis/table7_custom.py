@@ -429,13 +429,19 @@ def overall_table(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     out = []
     for row, g in f.groupby("row", sort=False):
-        n, nc = num(g, "n_images"), num(g, "n_class_images")
-        k, kc = (num(g, "subject_fidelity") * n).round().sum(), (num(g, "language_drift") * nc).round().sum()
+        (k, n), (kc, nc) = pooled_count(g, "subject_fidelity", "n_images"), pooled_count(g, "language_drift",
+                                                                                           "n_class_images")
         out.append({"method": LABELS[row], "subjects": len(g),
-                    "subject_fidelity": f"{k / n.sum():.2f} ({int(k)} of {int(n.sum())})",
-                    "language_drift": f"{kc / nc.sum():.2f} ({int(kc)} of {int(nc.sum())})",
+                    "subject_fidelity": f"{k / n:.2f} ({int(k)} of {int(n)})",
+                    "language_drift": f"{kc / nc:.2f} ({int(kc)} of {int(nc)})",
                     "clip_i": num(g, "clip_i").mean(), "clip_t": num(g, "clip_t").mean()})
     return pd.DataFrame(out)
+
+
+def pooled_count(g: pd.DataFrame, share: str, count: str) -> tuple[float, float]:
+    """(k, n) over the runs of ``g``: images showing it (each run's ``share`` × its ``count``) and images."""
+    n = num(g, count)
+    return (num(g, share) * n).round().sum(), n.sum()
 
 
 def _rate(g: pd.DataFrame) -> pd.Series:

@@ -59,18 +59,21 @@ def main(argv=None) -> dict:
     size = int(UNet2DConditionModel.load_config(first / "unet")["sample_size"])
     x0, texts = load_images(folder, a.n, size)
 
-    def embed(path: Path, prompts):  # each model with its own text encoder (trained with its UNet)
+    def embed(path: Path, *prompt_lists):  # each model with its own text encoder (trained with its UNet)
         tok = CLIPTokenizer.from_pretrained(path / "tokenizer")
         te = CLIPTextModel.from_pretrained(path / "text_encoder").eval()
-        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
-        with torch.no_grad():
-            return te(ids)[0]
+        out = []
+        for prompts in prompt_lists:
+            ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                      return_tensors="pt").input_ids
+            with torch.no_grad():
+                out.append(te(ids)[0])
+        return out
 
     noise = torch.randn_like(x0)
     res = {"dataset": str(folder), "n": len(texts), "seed": a.seed, "models": {}}
     for name, path in models.items():
-        cond, uncond = embed(Path(path), [prefix + t for t in texts]), embed(Path(path), [""] * len(texts))
+        cond, uncond = embed(Path(path), [prefix + t for t in texts], [""] * len(texts))
         unet = UNet2DConditionModel.from_pretrained(Path(path) / "unet").eval()
         row = {}
         for t in (int(s) for s in a.timesteps.split(",")):

@@ -29,7 +29,7 @@ def build_dataset(cfg_data: Mapping, resolution: int, accelerator=None):
         from .domain import PretrainDomain
 
         return PretrainDomain(resolution, split=cfg_data.get("split", "train"), seed=seed,
-                              looks=str(cfg_data.get("looks", "plain"))), None
+                              looks=_looks(cfg_data)), None
     if kind == "style":
         from .styles import STYLE_SIZES, ensure_style_datasets
 
@@ -84,13 +84,18 @@ def eval_prompt_list(cfg_eval: Mapping) -> list[str]:
 PRETRAIN_REFERENCE_VERSION = 1
 
 
+def _looks(cfg_data: Mapping) -> str:
+    """``data.looks`` of the pre-training domain (``plain`` where a config predates it)."""
+    return str(cfg_data.get("looks", "plain"))
+
+
 def pretrain_reference_dir(cfg_data: Mapping, resolution: int) -> Path:
     """Where the FID reference folder of ``data=pretrain`` lives: the first
     ``data.reference_images`` (default 1,000 = all) items of the domain's fixed validation split,
     at the backbone's resolution and in the domain's ``data.looks``, under ``<data.root>/pretrain_val/``."""
     n = int(cfg_data.get("reference_images", 1000) or 1000)
     seed = int(cfg_data.get("seed", 0))
-    looks = str(cfg_data.get("looks", "plain"))
+    looks = _looks(cfg_data)
     suffix = "" if looks == "plain" else f"_{looks}"
     return Path(cfg_data.get("root", "data")) / "pretrain_val" / f"seed{seed}_{int(resolution)}px_n{n}{suffix}"
 
@@ -110,7 +115,7 @@ def ensure_pretrain_reference(cfg_data: Mapping, resolution: int) -> Path:
         raise ValueError(f"data.reference_images must be in [2, {DEFAULT_LENGTHS['val']}] (the "
                          f"validation split's size), got {n}")
     seed = int(cfg_data.get("seed", 0))
-    looks = str(cfg_data.get("looks", "plain"))
+    looks = _looks(cfg_data)
     ds = PretrainDomain(resolution, split="val", seed=seed, looks=looks)  # refuses an unknown look
     marker = {"kind": "pretrain_val", "seed": seed, "resolution": int(resolution), "count": n,
               "version": PRETRAIN_REFERENCE_VERSION, "complete": True,
