@@ -37,11 +37,11 @@ METHOD_LABELS = {
     "lt_sft_ub": "LT-SFT (UB)", "diffpruning": "DiffPruning", "fishmask": "FishMask", "full": "Full",
     "largest": "Largest", "random": "Random", "sara_no_ppa": "SaRA w/o PPA",
     "sara_no_rank": "SaRA w/o rank loss", "sara_plain": "SaRA w/o PPA, w/o rank loss",
-    "none": "Pre-trained", "pretrained": "Pre-trained", "base": "Pre-trained",
+    "shira": "SHiRA", "super_tuning": "Super-Tuning", "none": "Pre-trained", "pretrained": "Pre-trained", "base": "Pre-trained",
 }
 METHOD_ORDER = ["none", "pretrained", "base", "full", "lora", "dora", "adaptformer", "lt_sft", "lt_sft_ub",
-                "diffpruning", "fishmask", "largest", "random", "sara_plain", "sara_no_rank", "sara_no_ppa",
-                "sara"]
+                "diffpruning", "fishmask", "shira", "super_tuning", "largest", "random", "sara_plain", "sara_no_rank",
+                "sara_no_ppa", "sara"]
 BASELINE_METHODS = {"none", "pretrained", "base"}
 # paper method name → suite method id
 PAPER_TO_SUITE = {"SaRA": "sara", "LoRA": "lora", "DoRA": "dora", "AdaptFormer": "adaptformer",

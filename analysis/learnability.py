@@ -1,9 +1,11 @@
 """Learnability of the style sets (not a paper table): per set and schedule, the embedded FID of
 the base model, of full fine-tuning and of SaRA at 50M (mean ± std over seeds), and whether both
 fine-tuned FIDs are at least ``--target`` (25%) below the base's. Rows are kept apart by the
-backbone's weights (``weights``: the first digits of ``backbone.weights_id``), training steps and
-learning rate, so another base model, a longer schedule or another rate is its own row, never
-averaged in.
+backbone's weights (``weights``: the first digits of ``backbone.weights_id``), training steps,
+learning rate and variant (``experiment_name=learnability--<variant>``), so another base model, a
+longer schedule, another rate or another setting is its own row, never averaged in. The verdict
+counts the experiment's own runs and its rate and schedule probes (variants ``lr…``/``steps…``);
+other variants (e.g. another loss weighting) are listed as probes of their own.
 
 Reads the `learnability` rows (``learnability--base``: the pre-trained model, ``train.steps=0``).
 Writes ``learnability.{md,csv}``, and ``learnability_samples.png`` where the runs' sample folders are
@@ -16,6 +18,8 @@ the base's FID beside it, and each longest run's training loss (from its ``train
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -23,6 +27,7 @@ from .common import (DATASETS, arg_parser, fmt, load, markdown_table, num, out_d
                      split_base, write_missing)
 
 METHODS = {("full", "none"): "full fine-tuning", ("sara", "50M"): "SaRA 50M"}
+COUNTED_VARIANT = r"^(|(lr|steps)\d.*)$"  # the experiment's own runs and its rate / schedule probes
 
 
 def parser():
@@ -38,19 +43,22 @@ def _agg(g: pd.DataFrame) -> dict:
 
 
 def build(df: pd.DataFrame, target: float = 0.25) -> pd.DataFrame:
-    """One row per (backbone, weights, dataset, method, steps, lr): FID over seeds, the base's, the reduction."""
+    """One row per (backbone, weights, dataset, method, steps, lr, variant): FID over seeds, the base's,
+    the reduction, and whether the variant counts toward the verdict."""
     df = df[num(df, "fid").notna()].copy()
     base_df, ft = split_base(df)
     base = {k: _agg(g) for k, g in base_df.groupby(["backbone", "weights", "dataset"])}
     rows = []
     ft = ft[num(ft, "steps") > 0].copy()
     ft["budget"] = ft["budget"].astype(str)
-    for (bb, w, ds, me, bu, steps, lr), g in ft.groupby(["backbone", "weights", "dataset", "method", "budget",
-                                                         "steps", "lr"], dropna=False):
+    ft["variant"] = ft["variant"].fillna("").astype(str) if "variant" in ft else ""
+    for (bb, w, ds, me, bu, steps, lr, var), g in ft.groupby(["backbone", "weights", "dataset", "method", "budget",
+                                                              "steps", "lr", "variant"], dropna=False):
         if (me, bu) not in METHODS:
             continue
         b = base.get((bb, w, ds), {"fid": np.nan, "fid_std": np.nan})
-        r = {"backbone": bb, "weights": w, "dataset": ds, "method": me, "budget": bu, "steps": steps, "lr": lr, **_agg(g),
+        r = {"backbone": bb, "weights": w, "dataset": ds, "method": me, "budget": bu, "steps": steps, "lr": lr,
+             "variant": var, "counted": bool(re.match(COUNTED_VARIANT, var)), **_agg(g),
              "base_fid": b["fid"], "base_fid_std": b["fid_std"]}
         r["reduction"] = 1 - r["fid"] / r["base_fid"] if np.isfinite(r["base_fid"]) else np.nan
         r["learned"] = bool(np.isfinite(r["reduction"]) and r["reduction"] >= target)
@@ -82,11 +90,11 @@ def main(argv=None):
         return write_missing(out, name, "no `learnability` runs with FID in the results table")
     t.to_csv(out / f"{name}.csv", index=False)
     cells = [[r.backbone, r.weights, r.dataset, METHODS[(r.method, r.budget)], fmt(r.steps), _rate(r.lr),
-              f"{r.seeds}", _pm(r.base_fid, r.base_fid_std), _pm(r.fid, r.fid_std),
+              r.variant if not r.counted else "", f"{r.seeds}", _pm(r.base_fid, r.base_fid_std), _pm(r.fid, r.fid_std),
               f"{-100 * r.reduction:+.0f}%" if np.isfinite(r.reduction) else "–", "yes" if r.learned else "no"]
              for r in t.itertuples()]
     verdict = []
-    for (bb, w, st), g in t.groupby(["backbone", "weights", "steps"]):
+    for (bb, w, st), g in t[t["counted"]].groupby(["backbone", "weights", "steps"]):
         # a set is learnable at a schedule when each method, at its best rate tried, is >= target below the base
         ok = [ds for ds, gd in g.groupby("dataset", sort=False)
               if set(gd["method"]) >= {m for m, _ in METHODS} and gd.groupby("method")["learned"].any().all()]
@@ -95,9 +103,10 @@ def main(argv=None):
     md = [f"# Learnability of the style sets",
           f"Embedded FID against each style set (100 evaluation prompts), mean ± std over the seeds listed; "
           f"a set is learnable at a schedule when full fine-tuning and SaRA 50M each lower the base's FID "
-          f"by at least {args.target:.0%}.",
-          markdown_table(cells, ["backbone", "weights", "set", "method", "steps", "lr", "seeds", "base FID", "FID",
-                                 "change", f"≥ {args.target:.0%} lower"]),
+          f"by at least {args.target:.0%}. A `probe` entry names a run setting outside the experiment's "
+          f"own (`experiment_name=learnability--<probe>`); probes are not counted in the verdicts.",
+          markdown_table(cells, ["backbone", "weights", "set", "method", "steps", "lr", "probe", "seeds", "base FID",
+                                 "FID", "change", f"≥ {args.target:.0%} lower"]),
           "\n".join(f"- {v}" for v in verdict)]
     (out / f"{name}.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
     written = [out / f"{name}.md", out / f"{name}.csv"]
@@ -127,7 +136,9 @@ def _loss_curve(path, every: int = 20) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def steps_figure(df: pd.DataFrame, t: pd.DataFrame, out) -> list:
-    """FID against schedule length for each (weights, set) trained at two or more step counts."""
+    """FID against schedule length for each (weights, set) trained at two or more step counts (the
+    counted runs: a probe of another setting is not a point of the schedule curve)."""
+    t = t[t["counted"]]
     multi = [(w, ds) for (w, ds), g in t.groupby(["weights", "dataset"]) if g["steps"].nunique() > 1]
     if not multi:
         return []

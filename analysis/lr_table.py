@@ -4,7 +4,9 @@ For every backbone in the results, :func:`sara.lr_search.select_learning_rates` 
 (method, budget) the rate with the highest VLHI over its grid (seeds averaged) and writes
 ``<tables>/<backbone>.yaml``, which ``train.lr=tuned`` reads. Writes ``lr_table.{md,tex}`` with
 every rate's FID, CLIP and VLHI (chosen rate in bold) and, for SaRA, Eq. 12's rate beside its
-tuned one.
+tuned one; and ``lr_search_samples.png`` where the runs' sample folders are on disk: per method a
+row of its first validation samples at each rate of the grid, the chosen rate framed, so a reader
+sees what a rate too low (the base model's look) or too high (broken images) does.
 
     python -m analysis.lr_table --results outputs/results/lr_search.csv --out outputs/analysis/lr_search
 """
@@ -14,7 +16,8 @@ import math
 
 from sara.lr_search import LR_TABLE_DIR, select_learning_rates, write_lr_table
 
-from .common import arg_parser, budget_sort_key, fmt, has_metric, load, out_dir, rows_of, sci, write_missing, write_tables
+from .common import (arg_parser, budget_sort_key, fmt, has_metric, load, method_label, method_sort_key, num,
+                     out_dir, rows_of, sci, split_base, write_missing, write_tables)
 
 NAME = "lr_table"
 EQ12_A, EQ12_B = 1e-3, -350.0
@@ -39,16 +42,24 @@ def main(argv=None):
     df = rows_of(load(args.results), args.experiment or "lr_search")
     if df.empty or not has_metric(df, "fid", "clip_score", "lr"):
         return write_missing(out, NAME, "no `lr_search` runs with FID, CLIP and a learning rate in the results table")
+    base, df = split_base(df)  # the pre-trained model on the same prompts: a reference row, not a rate
+    if df.empty:
+        return write_missing(out, NAME, "no `lr_search` training runs in the results table")
     rates, scores = select_learning_rates(df.to_dict("records"))
     files, sections = [], []
-    for backbone in sorted(rates):
+    for backbone in sorted(scores):
         meta = {"experiment": args.experiment or "lr_search", "results": str(args.results),
                 "n_runs": int((df["backbone"] == backbone).sum()),
                 "seeds": sorted(int(s) for s in df.loc[df["backbone"] == backbone, "seed"].dropna().unique()),
                 "datasets": sorted(str(d) for d in df.loc[df["backbone"] == backbone, "dataset"].dropna().unique()),
                 "rule": "highest VLHI over each (method, budget) grid, seeds averaged, ties to the smaller rate"}
-        files.append(write_lr_table(f"{args.tables}/{backbone}.yaml", rates[backbone], scores[backbone], meta))
+        files.append(write_lr_table(f"{args.tables}/{backbone}.yaml", rates.get(backbone, {}), scores[backbone], meta))
         cells, bold = [], []
+        b = base[base["backbone"] == backbone]
+        if len(b):
+            cells.append(["pre-trained", "–", "–", fmt(num(b, "fid").mean()), fmt(num(b, "clip_score").mean()), "–",
+                          str(len(b)), "train.steps=0 (`experiment_name=lr_search--base`)"])
+            bold.append([False] * 8)
         for method in sorted(scores[backbone]):
             for budget in sorted(scores[backbone][method], key=budget_sort_key):
                 s = scores[backbone][method][budget]
@@ -56,6 +67,8 @@ def main(argv=None):
                 for g in s["grid"]:
                     chosen = g["lr"] == s["chosen"]
                     note = "chosen" + (" (grid edge)" if s["at_edge"] else "") if chosen else ""
+                    if s.get("incomplete"):
+                        note = f"no rate chosen: {s['incomplete']}"
                     if chosen and eq12 is not None:
                         note += f"; Eq. 12: {sci(eq12)} ({s['chosen'] / eq12:.3g}× tuned/Eq. 12)"
                     cells.append([method, budget, sci(g["lr"]), fmt(g["fid"]), fmt(g["clip_score"]), fmt(g["vlhi"]),
@@ -67,7 +80,71 @@ def main(argv=None):
     note = ("Eq. 12: lr = 1e-3·exp(−350 θ) at the threshold the SaRA runs selected with; "
             "the paper does not state its baselines' rates.")
     files += write_tables(out, NAME, sections, title="Tuned learning rates", note=note)
+    grid = sample_grid(df, scores, base)
+    if grid is not None:
+        grid.save(out / "lr_search_samples.png")
+        files.append(out / "lr_search_samples.png")
     return files
+
+
+def sample_grid(df, scores, base=None, n: int = 3, tile: int = 32):
+    """Per (backbone, method, budget) a row, per rate of its grid ``n`` samples side by side, the
+    chosen rate framed in red; on top the training images and the pre-trained model's samples
+    (``base`` rows). None when no sample folder of a trained run is on disk."""
+    from PIL import Image, ImageDraw
+
+    from .style_samples import first_images
+
+    rows, lrs_all, training_dir = [], set(), None
+    for (backbone, method, budget), g in df.groupby(["backbone", "method", "budget"], sort=False):
+        s = scores.get(backbone, {}).get(method, {}).get(str(budget))
+        if s is None:
+            continue
+        by_lr = {}  # rate -> the lowest seed's samples
+        for _, r in g.sort_values("seed").iterrows():
+            ims = first_images(r.get("paths.samples"), n)
+            if ims:
+                by_lr.setdefault(float(r["lr"]), ims)
+        if not by_lr:
+            continue
+        if training_dir is None and "paths.dataset" in g and g["paths.dataset"].notna().any():
+            training_dir = g["paths.dataset"].dropna().iloc[0]
+        label = f"{method_label(method)}" + ("" if str(budget) in ("none", "nan") else f" {budget}")
+        rows.append((method_sort_key(method), budget_sort_key(budget), label, by_lr, s["chosen"]))
+        lrs_all |= set(by_lr)
+    if not rows:
+        return None
+    rows = [r[2:] for r in sorted(rows, key=lambda r: r[:2])]
+    lrs = sorted(lrs_all)
+    wide = [("training images", first_images(training_dir, n * len(lrs)) if training_dir is not None else [])]
+    if base is not None and len(base) and "paths.samples" in base:
+        wide.append(("pre-trained", first_images(base.sort_values("seed")["paths.samples"].iloc[0], n) * len(lrs)))
+    wide = [(label, ims) for label, ims in wide if ims]
+    label_w, gap, head = 110, 8, 30
+    cell = n * tile + gap
+    canvas = Image.new("RGB", (label_w + len(lrs) * cell, head + (len(rows) + len(wide)) * (tile + 4)), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 2), "Validation samples at each learning rate (red frame: the chosen rate)", fill="black")
+    for j, lr in enumerate(lrs):
+        draw.text((label_w + j * cell, head - 12), f"lr {sci(lr)}", fill="black")
+    y = head
+    for label, ims in wide:  # rows that are no rate's (the pre-trained model's first prompts under every rate)
+        draw.text((4, y + tile // 2 - 6), label, fill="black")
+        for k, path in enumerate(ims):
+            with Image.open(path) as im:
+                canvas.paste(im.convert("RGB").resize((tile, tile), Image.BICUBIC), (label_w + k * tile + (k // n) * gap, y))
+        y += tile + 4
+    for label, by_lr, chosen in rows:
+        draw.text((4, y + tile // 2 - 6), label, fill="black")
+        for j, lr in enumerate(lrs):
+            x = label_w + j * cell
+            for k, path in enumerate(by_lr.get(lr, [])):
+                with Image.open(path) as im:
+                    canvas.paste(im.convert("RGB").resize((tile, tile), Image.BICUBIC), (x + k * tile, y))
+            if lr == chosen:
+                draw.rectangle([x - 2, y - 2, x + n * tile + 1, y + tile + 1], outline=(220, 0, 0), width=2)
+        y += tile + 4
+    return canvas
 
 
 if __name__ == "__main__":

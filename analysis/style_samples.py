@@ -20,7 +20,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 BUDGET_LESS = {"full", *BASELINE_METHODS}  # rows shown at every budget, labelled without one
 
 
-def _images(folder, n):
+def first_images(folder, n):
     """The first ``n`` images of a folder, by name (sample folders are 00000.png, ...)."""
     p = Path(str(folder))
     if not p.is_dir():
@@ -36,11 +36,11 @@ def grid_rows(df, budget, n):
         g = g.iloc[sorted(range(len(g)), key=lambda i: method_sort_key(g["method"].iloc[i]))]
         rows = []
         data_dirs = g["paths.dataset"].dropna() if "paths.dataset" in g else []
-        training = _images(data_dirs.iloc[0], n) if len(data_dirs) else []
+        training = first_images(data_dirs.iloc[0], n) if len(data_dirs) else []
         if training:
             rows.append((f"{ds} (training)", training))
         for _, r in g.iterrows():
-            ims = _images(r.get("paths.samples"), n)
+            ims = first_images(r.get("paths.samples"), n)
             if ims:
                 label = method_label(r["method"]) + ("" if r["method"] in BUDGET_LESS else f" {budget}")
                 rows.append((label, ims))

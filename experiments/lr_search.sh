@@ -5,9 +5,11 @@
 # Outputs: outputs/runs/lr_search*/..., outputs/results/lr_search.csv, outputs/analysis/lr_search/,
 # and results/lr/<backbone>.yaml (the rates `train.lr=tuned` reads).
 SWEEPS=(
+  "+experiment=lr_search method=full budget=none train.lr=1e-3 train.steps=0 experiment_name=lr_search--base"  # pre-trained
   "+experiment=lr_search"
   "+experiment=lr_search method=full budget=none"
 )
+REFINE=sara.lr_search  # a grid whose best rate is at its edge gets the next rate beyond it (1-3-10), until inside
 ANALYSES=(
   "lr_table"
 )

@@ -4,8 +4,9 @@
 # Experiments with no runs get a "No results yet" note instead of a figure.
 #   bash experiments/report.sh                         # results/embedded/runs.csv -> outputs/analysis
 #   bash experiments/report.sh --collect outputs/runs  # first add the finished runs under that root to the table
-#   bash experiments/report.sh --write-docs            # also refresh the docs' generated tables and claims.json
-#   bash experiments/report.sh --check                 # exit 1 if a committed docs table or claims.json differs
+#   bash experiments/report.sh --write-docs            # also refresh the docs' generated tables, claims.json
+#                                                      # and the tuned learning rates (results/lr/<backbone>.yaml)
+#   bash experiments/report.sh --check                 # exit 1 if a committed docs table, claims.json or rate table differs
 #                                                      # from its regeneration (nothing is written)
 #   bash experiments/report.sh --results T.csv --out DIR   # another table / output folder
 set -uo pipefail
@@ -14,7 +15,10 @@ table=results/embedded/runs.csv
 claims_json=results/embedded/claims.json
 docs=(docs/results.md docs/claims.md docs/customisation.md)
 doc_figures=("learnability/learnability_samples.png docs/img/learnability_samples.png"  # "made docs-copy"
-             "learnability/learnability_steps.png docs/img/learnability_steps.png")
+             "learnability/learnability_steps.png docs/img/learnability_steps.png"
+             "lr_search/lr_search_samples.png docs/img/lr_search_samples.png")
+# committed copies of whole analysis files: the claims and the rates train.lr=tuned reads
+copies=("claims/claims.json:$claims_json" "lr_search/tables:results/lr")
 out=outputs/analysis
 collect="" mode=""
 while (( $# )); do
@@ -38,6 +42,7 @@ fi
 status=0
 run() { python -m "analysis.$1" "${@:2}" || status=$?; }  # run MODULE [options]
 run learnability          --results "$table" --out "$out/learnability"
+run lr_table              --results "$table" --out "$out/lr_search" --tables "$out/lr_search/tables"
 run fig2_pruning          --results "$table" --out "$out/pruning"
 run fig3_migration        --results "$table" --out "$out/migration"
 run fig6_backbone         --results "$table" --out "$out/backbone"
@@ -62,16 +67,13 @@ run claims                --results "$table" --out "$out/claims"
 run audit_paper_vlhi      --out "$out/audit"
 case $mode in
   --write-docs)
-    python -m analysis.docs_tables --analysis "$out" --docs "${docs[@]}" --write || status=$?
+    python -m analysis.docs_tables --analysis "$out" --docs "${docs[@]}" --copies "${copies[@]}" --write || status=$?
     for fig in "${doc_figures[@]}"; do  # sample grids need the runs' sample folders: copied where made
       read -r made dest <<< "$fig"
       [[ -f $out/$made ]] && { cp "$out/$made" "$dest" || status=$?; }
     done
-    cp "$out/claims/claims.json" "$claims_json" || status=$? ;;
+    ;;
   --check)
-    python -m analysis.docs_tables --analysis "$out" --docs "${docs[@]}" --check || status=1
-    if ! cmp -s "$out/claims/claims.json" "$claims_json"; then
-      echo "$claims_json differs from its regeneration (bash experiments/report.sh --write-docs)" >&2; status=1
-    fi ;;
+    python -m analysis.docs_tables --analysis "$out" --docs "${docs[@]}" --copies "${copies[@]}" --check || status=1 ;;
 esac
 exit $status

@@ -8,6 +8,12 @@
 #   RESULTS_OF=<experiment id>                        # optional: the runs to collect (default: <name>)
 #   PREFLIGHT=("<module> [options]" ...)               # optional: `python -m <module> ... <overrides>`
 #                                                     # before any run; a failure stops the experiment
+#   REFINE=<module>                                   # optional: after the sweeps, `python -m <module>
+#                                                     # --results <table> --next` prints further sweeps
+#                                                     # (one line of overrides each), e.g. a rate grid
+#                                                     # widened where its best rate is at an edge; they
+#                                                     # run, the table is recollected, and it is asked
+#                                                     # again, up to REFINE_ROUNDS (default 3) rounds
 # and writes outputs/runs/<id>*/..., outputs/results/<name>.csv and outputs/analysis/<name>/.
 # The command-line arguments (hydra overrides) go to every `run.py` call.
 #
@@ -62,6 +68,23 @@ for sweep in "${SWEEPS[@]}"; do
   step python run.py -m "${overrides[@]}" "$@"
 done
 step python -m sara.results --root outputs/runs --experiment "${RESULTS_OF:-$name}" --csv "$table"
+if [[ -n "${REFINE:-}" ]]; then
+  backbone=$(printf '%s\n' "$@" | sed -n 's/^backbone=//p' | tail -n 1)
+  ask=(python -m "$REFINE" --results "$table" --next ${backbone:+--backbone "$backbone"})
+  for ((round = 1; round <= ${REFINE_ROUNDS:-3}; round++)); do
+    if [[ -n "${EXPERIMENT_DRY_RUN:-}" ]]; then
+      echo "${ask[*]}  # then python run.py -m <each printed line> $*, up to ${REFINE_ROUNDS:-3} rounds"; break
+    fi
+    more=$("${ask[@]}") || { status=1; break; }
+    [[ -n $more ]] || break
+    mapfile -t sweeps <<< "$more"
+    for sweep in "${sweeps[@]}"; do
+      read -ra overrides <<< "$sweep"
+      step python run.py -m "${overrides[@]}" "$@"
+    done
+    step python -m sara.results --root outputs/runs --experiment "${RESULTS_OF:-$name}" --csv "$table"
+  done
+fi
 for analysis in "${ANALYSES[@]}"; do
   read -ra words <<< "$analysis"
   step python -m "analysis.${words[0]}" --results "$table" --out "$out" "${words[@]:1}"

@@ -53,7 +53,9 @@ def select_learning_rates(records: Iterable[Mapping[str, Any]]) -> tuple[dict, d
     Each row needs ``backbone, method, budget, lr, fid, clip_score`` (``seed`` optional: rows of one
     rate are averaged over seeds first). Returns ``(rates, scores)``: ``rates[backbone][method][budget]
     = lr`` and ``scores`` with, per group, every rate's mean FID, CLIP, VLHI, seed count, and
-    ``at_edge`` (the winner is the grid's smallest or largest rate).
+    ``at_edge`` (the winner is the grid's smallest or largest rate). A group whose rates do not
+    yet form a valid grid (:func:`check_grid`) gets no rate: its ``scores`` entry has ``chosen =
+    None`` and ``incomplete`` (why), so one method's unfinished search does not stop the others.
     """
     groups: dict[tuple, dict[float, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
@@ -69,6 +71,14 @@ def select_learning_rates(records: Iterable[Mapping[str, Any]]) -> tuple[dict, d
         lrs = sorted(by_lr)
         fid = [sum(f for f, _ in by_lr[lr]) / len(by_lr[lr]) for lr in lrs]
         clip = [sum(c for _, c in by_lr[lr]) / len(by_lr[lr]) for lr in lrs]
+        try:
+            check_grid(lrs)
+        except ValueError as e:  # a grid still running, or cut short: no rate is chosen from it
+            scores.setdefault(backbone, {}).setdefault(method, {})[budget] = {
+                "grid": [{"lr": lr, "fid": f, "clip_score": c, "vlhi": None, "n_seeds": len(by_lr[lr])}
+                         for lr, f, c in zip(lrs, fid, clip)],
+                "chosen": None, "at_edge": False, "incomplete": str(e).split(": ", 1)[-1]}
+            continue
         try:
             v = [float(x) for x in vlhi(fid, clip)]
         except VLHIError as e:
@@ -130,3 +140,64 @@ def tuned_lr(backbone: str, method: str, budget: str, root: str | Path | None = 
         raise LRTableError(f"{path}: rates.{method}.{budget} must be a positive number, got {value!r}")
     return value
 
+
+
+# ------------------------------------------------------------------------------------------------
+# widening the grid where the best rate is at its edge
+# ------------------------------------------------------------------------------------------------
+def next_rate(lr: float, up: bool) -> float:
+    """The neighbour of ``lr`` on the 1-3-10 ladder of the default grid (3e-3 -> 1e-2 -> 3e-2 up)."""
+    e = math.floor(math.log10(lr) + 1e-9)
+    m = lr / 10**e
+    if math.isclose(m, 1.0, rel_tol=1e-6):
+        return 3 * 10**e if up else 3 * 10 ** (e - 1)
+    if math.isclose(m, 3.0, rel_tol=1e-6):
+        return 10 ** (e + 1) if up else 10**e
+    return lr * 3 if up else lr / 3
+
+
+def widen(scores: Mapping, max_lr: float = 1.0, min_lr: float = 1e-7) -> list[tuple[str, str, str, float]]:
+    """``[(backbone, method, budget, rate)]``: for every group whose chosen rate is the grid's largest
+    (smallest), the next rate above (below) it, so the search goes on until its best rate is inside
+    the grid (bounded by ``min_lr``/``max_lr``)."""
+    out = []
+    for backbone, by_method in scores.items():
+        for method, by_budget in by_method.items():
+            for budget, s in by_budget.items():
+                if s.get("chosen") is None or not s.get("at_edge"):
+                    continue
+                lrs = [g["lr"] for g in s["grid"]]
+                up = s["chosen"] == max(lrs)
+                lr = next_rate(max(lrs) if up else min(lrs), up)
+                if min_lr <= lr <= max_lr:
+                    out.append((str(backbone), str(method), str(budget), lr))
+    return out
+
+
+def main(argv=None) -> int:
+    """``--next``: the hydra overrides of the runs that widen each grid whose best rate is at its
+    edge, one sweep per line (``experiments/lr_search.sh`` runs them and asks again)."""
+    import argparse
+    import csv
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--results", required=True, help="results table (CSV) with the lr_search runs")
+    ap.add_argument("--experiment", default="lr_search")
+    ap.add_argument("--backbone", default=None, help="only this backbone's grids (default: the one in the table)")
+    ap.add_argument("--next", action="store_true", required=True, help="print the widening sweeps")
+    a = ap.parse_args(argv)
+    with open(a.results, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("experiment") == a.experiment and r.get("variant") != "base"
+                and r.get("fid") not in (None, "") and r.get("clip_score") not in (None, "")]
+    backbones = sorted({r["backbone"] for r in rows})
+    if a.backbone is None and len(backbones) > 1:
+        ap.error(f"{a.results} holds {a.experiment} runs of several backbones {backbones}: pass --backbone")
+    rows = [r for r in rows if a.backbone is None or r["backbone"] == a.backbone]
+    _, scores = select_learning_rates(rows)
+    for _, method, budget, lr in widen(scores):
+        print(f"+experiment={a.experiment} method={method} budget={budget} train.lr={lr:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,6 +58,31 @@ def test_check_fails_on_a_tampered_document(tmp_path, tamper, capsys):
     assert "differ from their regeneration" in capsys.readouterr().err
 
 
+def test_copies_are_refreshed_and_a_tampered_or_stale_copy_fails_the_check(tmp_path, capsys):
+    """Whole committed files made by an analysis (claims.json, the tuned learning-rate tables)."""
+    out, doc = _analysis(tmp_path), tmp_path / "results.md"
+    doc.write_text(DOC, encoding="utf-8")
+    (out / "lr_search" / "tables").mkdir(parents=True)
+    (out / "lr_search" / "tables" / "tiny.yaml").write_text("rates: {sara: {50M: 0.001}}\n")
+    committed = tmp_path / "results" / "lr"
+    committed.mkdir(parents=True)
+    (committed / "README.md").write_text("not made by an analysis")
+    args = ["--analysis", str(out), "--docs", str(doc), "--copies", f"lr_search/tables:{committed}"]
+    assert docs_tables.main(args + ["--check"]) == 1  # not yet copied
+    assert docs_tables.main(args + ["--write"]) == 0
+    assert (committed / "tiny.yaml").read_text() == "rates: {sara: {50M: 0.001}}\n"
+    assert docs_tables.main(args + ["--check"]) == 0
+    (committed / "tiny.yaml").write_text("rates: {sara: {50M: 0.003}}\n")  # a rate edited by hand
+    assert docs_tables.main(args + ["--check"]) == 1
+    assert "tiny.yaml" in capsys.readouterr().err
+    docs_tables.main(args + ["--write"])
+    (committed / "sd15.yaml").write_text("rates: {}\n")  # committed, but no runs make it
+    assert docs_tables.main(args + ["--check"]) == 1
+    assert "sd15.yaml (no longer made" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="MADE:COMMITTED"):
+        docs_tables.copy_pairs(out, "lr_search/tables")
+
+
 def test_block_source_must_stay_inside_the_analysis_folder(tmp_path):
     with pytest.raises(ValueError, match="inside the analysis folder"):
         docs_tables.regenerate("<!-- generated: ../secret.md -->\n<!-- /generated -->", tmp_path)
@@ -119,6 +144,9 @@ def test_learnability_table_keeps_schedules_apart_and_needs_both_methods(tmp_pat
     rows += [{**other, "variant": "base", "method": "full", "budget": "none", "steps": 0, "lr": "eq12", "fid": 500.0},
              {**other, "variant": "", "method": "full", "budget": "none", "lr": 1e-3, "fid": 450.0},
              {**other, "variant": "", "method": "sara", "budget": "50M", "lr": 4e-4, "fid": 460.0}]
+    probe = {"experiment": "learnability", "variant": "snr5", "backbone": "tiny", "dataset": "Hornify", "seed": 0,
+             "budget": "50M", "steps": 900, "lr": 4e-4, "fid": 10.0}  # another loss: own row, not in the verdict
+    rows.append({**probe, "method": "sara"})
     table = tmp_path / "r.csv"
     pd.DataFrame(rows).to_csv(table, index=False)
     learnability.main(["--results", str(table), "--out", str(tmp_path / "o")])
@@ -131,6 +159,8 @@ def test_learnability_table_keeps_schedules_apart_and_needs_both_methods(tmp_pat
     assert "tiny (weights unrecorded) at 900 steps: 1/2 sets learnable by both methods (Cyberpunk)" in md  # Hornify: no SaRA
     assert "tiny (weights abcdef01) at 900 steps: 0/1 sets learnable by both methods (none)" in md
     assert t[t["weights"] == "abcdef01"]["base_fid"].eq(500.0).all()  # never the other base's FID
+    hornify = t[(t["dataset"] == "Hornify") & (t["method"] == "sara")]
+    assert list(hornify["variant"]) == ["snr5"] and not hornify["counted"].any() and "| snr5 |" in md
     assert (tmp_path / "o" / "learnability_steps.png").is_file()  # Cyberpunk at 300 and 900 steps
 
 
