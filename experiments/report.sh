@@ -16,7 +16,8 @@ claims_json=results/embedded/claims.json
 docs=(docs/results.md docs/claims.md docs/customisation.md)
 doc_figures=("learnability/learnability_samples.png docs/img/learnability_samples.png"  # "made docs-copy"
              "learnability/learnability_steps.png docs/img/learnability_steps.png"
-             "lr_search/lr_search_samples.png docs/img/lr_search_samples.png")
+             "lr_search/lr_search_samples.png docs/img/lr_search_samples.png"
+             "style/style_samples.png docs/img/style_samples.png")
 # committed copies of whole analysis files: the claims and the rates train.lr=tuned reads
 copies=("claims/claims.json:$claims_json" "lr_search/tables:results/lr")
 out=outputs/analysis
