@@ -185,11 +185,16 @@ def test_runner_commands(sh):
     assert results == [f"python -m sara.results --root outputs/runs --experiment "
                        f"{EXPECTED_ID.get(name, name)} --csv {table}"]
     analyses = [ln.split() for ln in lines if ln.startswith("python -m analysis.")]
+    refine = [ln for ln in lines if " --next" in ln]  # further sweeps asked for after the results
     preflight = [ln for ln in lines if ln.startswith("python -m ") and not ln.startswith(
-        ("python -m sara.results ", "python -m analysis."))]
+        ("python -m sara.results ", "python -m analysis.")) and ln not in refine]
     assert all(ln.endswith(" backbone=sd15 seed=[0,1]") for ln in preflight)
     assert lines[:len(preflight)] == preflight  # checks come before any run
-    assert len(preflight) + len(runs) + len(results) + len(analyses) == len(lines)
+    if refine:  # after the first results table, for the backbone of the runs, with the runs' arguments
+        assert lines.index(refine[0]) > lines.index(results[0])
+        assert all(f"--results {table} --next --backbone sd15 " in ln and "backbone=sd15 seed=[0,1]" in ln
+                   for ln in refine)
+    assert len(preflight) + len(runs) + len(results) + len(refine) + len(analyses) == len(lines)
     for words in analyses:
         assert (REPO / "analysis" / f"{words[2].split('.', 1)[1]}.py").is_file(), words
         assert words[3:7] == ["--results", table, "--out", f"outputs/analysis/{name}"], words
