@@ -51,7 +51,7 @@ def build(df: pd.DataFrame, target: float = 0.25) -> pd.DataFrame:
     rows = []
     ft = ft[num(ft, "steps") > 0].copy()
     ft["budget"] = ft["budget"].astype(str)
-    ft["variant"] = ft["variant"].fillna("").astype(str) if "variant" in ft else ""
+    ft["variant"] = ft["variant"].astype(str)  # load() fills a missing variant with ""
     for (bb, w, ds, me, bu, steps, lr, var), g in ft.groupby(["backbone", "weights", "dataset", "method", "budget",
                                                               "steps", "lr", "variant"], dropna=False):
         if (me, bu) not in METHODS:

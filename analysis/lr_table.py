@@ -9,12 +9,17 @@ row of its first validation samples at each rate of the grid, the chosen rate fr
 sees what a rate too low (the base model's look) or too high (broken images) does.
 
     python -m analysis.lr_table --results outputs/results/lr_search.csv --out outputs/analysis/lr_search
+
+``--next`` writes nothing: it prints the sweeps that widen each grid whose best rate lies at its
+edge (:func:`sara.lr_search.widen`), one line of ``run.py -m`` overrides each, for
+``experiments/run_experiment.sh``'s ``REFINE`` step (the table is read the same way as for the
+rates, so the two agree).
 """
 from __future__ import annotations
 
 import math
 
-from sara.lr_search import LR_TABLE_DIR, select_learning_rates, write_lr_table
+from sara.lr_search import LR_TABLE_DIR, select_learning_rates, widen, write_lr_table
 
 from .common import (arg_parser, budget_sort_key, fmt, has_metric, load, method_label, method_sort_key, num,
                      out_dir, rows_of, sci, split_base, write_missing, write_tables)
@@ -37,9 +42,15 @@ def _eq12_rate(df, backbone, method, budget) -> float | None:
 def main(argv=None):
     ap = arg_parser(__doc__.split("\n\n")[0], "outputs/analysis/lr_search")
     ap.add_argument("--tables", default=str(LR_TABLE_DIR), help=f"where the per-backbone tables go (default {LR_TABLE_DIR})")
+    ap.add_argument("--next", action="store_true", help="print the sweeps that widen edge-won grids; write nothing")
+    ap.add_argument("--backbone", default=None, help="with --next: only this backbone's grids (default: the one in the table)")
     args = ap.parse_args(argv)
-    out = out_dir(args.out)
     df = rows_of(load(args.results), args.experiment or "lr_search")
+    if args.next:
+        for line in next_sweeps(df, args.experiment or "lr_search", args.backbone):
+            print(line)
+        return []
+    out = out_dir(args.out)
     if df.empty or not has_metric(df, "fid", "clip_score", "lr"):
         return write_missing(out, NAME, "no `lr_search` runs with FID, CLIP and a learning rate in the results table")
     base, df = split_base(df)  # the pre-trained model on the same prompts: a reference row, not a rate
@@ -87,13 +98,29 @@ def main(argv=None):
     return files
 
 
+def next_sweeps(df, experiment: str, backbone: str | None = None) -> list[str]:
+    """``run.py -m`` overrides of the runs that widen every grid whose best rate is at its edge."""
+    if df.empty or not has_metric(df, "fid", "clip_score", "lr"):
+        return []
+    df = split_base(df)[1]
+    backbones = sorted(df["backbone"].dropna().astype(str).unique())
+    if backbone is None and len(backbones) > 1:
+        raise SystemExit(f"lr_table --next: the table holds {experiment} runs of several backbones {backbones}; "
+                         "pass --backbone")
+    if backbone is not None:
+        df = df[df["backbone"].astype(str) == backbone]
+    _, scores = select_learning_rates(df.to_dict("records"))
+    return [f"+experiment={experiment} method={method} budget={budget} train.lr={lr:g}"
+            for _, method, budget, lr in widen(scores)]
+
+
 def sample_grid(df, scores, base=None, n: int = 3, tile: int = 32):
     """Per (backbone, method, budget) a row, per rate of its grid ``n`` samples side by side, the
     chosen rate framed in red; on top the training images and the pre-trained model's samples
     (``base`` rows). None when no sample folder of a trained run is on disk."""
     from PIL import Image, ImageDraw
 
-    from .style_samples import first_images
+    from .style_samples import first_images, paste_tile
 
     rows, lrs_all, training_dir = [], set(), None
     for (backbone, method, budget), g in df.groupby(["backbone", "method", "budget"], sort=False):
@@ -131,16 +158,14 @@ def sample_grid(df, scores, base=None, n: int = 3, tile: int = 32):
     for label, ims in wide:  # rows that are no rate's (the pre-trained model's first prompts under every rate)
         draw.text((4, y + tile // 2 - 6), label, fill="black")
         for k, path in enumerate(ims):
-            with Image.open(path) as im:
-                canvas.paste(im.convert("RGB").resize((tile, tile), Image.BICUBIC), (label_w + k * tile + (k // n) * gap, y))
+            paste_tile(canvas, path, tile, (label_w + k * tile + (k // n) * gap, y))
         y += tile + 4
     for label, by_lr, chosen in rows:
         draw.text((4, y + tile // 2 - 6), label, fill="black")
         for j, lr in enumerate(lrs):
             x = label_w + j * cell
             for k, path in enumerate(by_lr.get(lr, [])):
-                with Image.open(path) as im:
-                    canvas.paste(im.convert("RGB").resize((tile, tile), Image.BICUBIC), (x + k * tile, y))
+                paste_tile(canvas, path, tile, (x + k * tile, y))
             if lr == chosen:
                 draw.rectangle([x - 2, y - 2, x + n * tile + 1, y + tile + 1], outline=(220, 0, 0), width=2)
         y += tile + 4

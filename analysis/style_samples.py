@@ -71,6 +71,14 @@ def main(argv=None):
     return paths
 
 
+def paste_tile(canvas, path, tile, xy) -> None:
+    """Paste the image at ``path`` into ``canvas`` at ``xy`` as a ``tile`` x ``tile`` RGB square."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        canvas.paste(im.convert("RGB").resize((tile, tile), Image.BICUBIC), xy)
+
+
 def render(blocks, n, tile, title):
     """One RGB image: a title line, then per block its rows of ``n`` tiles with the row label on
     the left. Composed with PIL at the tile size (matplotlib would resample every sample)."""
@@ -86,8 +94,7 @@ def render(blocks, n, tile, title):
         for label, ims in rows:
             draw.text((4, y + tile // 2 - 6), label, fill="black")
             for j, path in enumerate(ims[:n]):
-                with Image.open(path) as im:
-                    canvas.paste(im.convert("RGB").resize((tile, tile), Image.BICUBIC), (label_w + j * tile, y))
+                paste_tile(canvas, path, tile, (label_w + j * tile, y))
             y += tile
         y += gap
     return canvas

@@ -9,7 +9,7 @@ SWEEPS=(
   "+experiment=lr_search"
   "+experiment=lr_search method=full budget=none"
 )
-REFINE=sara.lr_search  # a grid whose best rate is at its edge gets the next rate beyond it (1-3-10), until inside
+REFINE=analysis.lr_table  # a grid whose best rate is at its edge gets the next rate beyond it (1-3-10), until inside
 ANALYSES=(
   "lr_table"
 )

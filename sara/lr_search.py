@@ -172,32 +172,3 @@ def widen(scores: Mapping, max_lr: float = 1.0, min_lr: float = 1e-7) -> list[tu
                 if min_lr <= lr <= max_lr:
                     out.append((str(backbone), str(method), str(budget), lr))
     return out
-
-
-def main(argv=None) -> int:
-    """``--next``: the hydra overrides of the runs that widen each grid whose best rate is at its
-    edge, one sweep per line (``experiments/lr_search.sh`` runs them and asks again)."""
-    import argparse
-    import csv
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--results", required=True, help="results table (CSV) with the lr_search runs")
-    ap.add_argument("--experiment", default="lr_search")
-    ap.add_argument("--backbone", default=None, help="only this backbone's grids (default: the one in the table)")
-    ap.add_argument("--next", action="store_true", required=True, help="print the widening sweeps")
-    a = ap.parse_args(argv)
-    with open(a.results, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("experiment") == a.experiment and r.get("variant") != "base"
-                and r.get("fid") not in (None, "") and r.get("clip_score") not in (None, "")]
-    backbones = sorted({r["backbone"] for r in rows})
-    if a.backbone is None and len(backbones) > 1:
-        ap.error(f"{a.results} holds {a.experiment} runs of several backbones {backbones}: pass --backbone")
-    rows = [r for r in rows if a.backbone is None or r["backbone"] == a.backbone]
-    _, scores = select_learning_rates(rows)
-    for _, method, budget, lr in widen(scores):
-        print(f"+experiment={a.experiment} method={method} budget={budget} train.lr={lr:g}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -184,8 +184,8 @@ def test_runner_commands(sh):
     results = [ln for ln in lines if ln.startswith("python -m sara.results ")]
     assert results == [f"python -m sara.results --root outputs/runs --experiment "
                        f"{EXPECTED_ID.get(name, name)} --csv {table}"]
-    analyses = [ln.split() for ln in lines if ln.startswith("python -m analysis.")]
     refine = [ln for ln in lines if " --next" in ln]  # further sweeps asked for after the results
+    analyses = [ln.split() for ln in lines if ln.startswith("python -m analysis.") and ln not in refine]
     preflight = [ln for ln in lines if ln.startswith("python -m ") and not ln.startswith(
         ("python -m sara.results ", "python -m analysis.")) and ln not in refine]
     assert all(ln.endswith(" backbone=sd15 seed=[0,1]") for ln in preflight)

@@ -144,7 +144,8 @@ def test_lr_sample_grid_shows_each_rate_and_frames_the_chosen_one(tmp_path):
 def test_a_grid_is_widened_where_its_best_rate_is_at_an_edge(tmp_path, capsys):
     import csv
 
-    from sara.lr_search import main, next_rate, widen
+    from analysis import lr_table
+    from sara.lr_search import next_rate, widen
 
     assert [next_rate(3e-3, True), next_rate(1e-2, True), next_rate(3e-5, False), next_rate(1e-4, False)] == \
         pytest.approx([1e-2, 3e-2, 1e-5, 3e-5])
@@ -162,7 +163,8 @@ def test_a_grid_is_widened_where_its_best_rate_is_at_an_edge(tmp_path, capsys):
             w.writerow({"experiment": "lr_search", "variant": f"lr{r['lr']}", **r})
         w.writerow({"experiment": "lr_search", "variant": "base", "backbone": "tiny", "method": "full",  # not a rate
                     "budget": "none", "lr": 1.0, "seed": 0, "fid": 1.0, "clip_score": 99.0})
-    assert main(["--results", str(tmp_path / "r.csv"), "--next"]) == 0
+    assert lr_table.main(["--results", str(tmp_path / "r.csv"), "--out", str(tmp_path / "o"), "--next"]) == []
+    assert not (tmp_path / "o").exists()  # --next writes nothing
     assert sorted(capsys.readouterr().out.splitlines()) == [
         "+experiment=lr_search method=full budget=none train.lr=3e-06",
         "+experiment=lr_search method=lora budget=50M train.lr=0.01"]
