@@ -33,6 +33,9 @@ def parser():
     ap.add_argument("--methods", default=None,
                     help="comma-separated method ids to include (default: every method present)")
     ap.add_argument("--name", default=None, help="output file stem (default table1_style / table6_bvqa)")
+    ap.add_argument("--requires", default=None,
+                    help="comma-separated method ids of which at least one must have runs (Table 4: dora,diffpruning); "
+                         "else the table reads 'No results yet'")
     return ap
 
 
@@ -127,6 +130,10 @@ def main(argv=None):
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     if df.empty or not has_metric(df, "fid", args.quality):
         return write_missing(out, name, f"no `style` runs with FID and {args.quality} in the results table")
+    required = [m.strip() for m in args.requires.split(",")] if args.requires else []
+    if required and not set(required) & set(df["method"]):
+        return write_missing(out, name, f"no {', '.join(method_label(m) for m in required)} `style` runs "
+                                        "(bash experiments/bvqa.sh); without them this table is Table 1")
     long = build(df, args.quality, methods)
     if long.empty:
         return write_missing(out, name, "no complete (FID, quality) pairs among the selected methods")
@@ -164,7 +171,9 @@ def _write(out, name, secs, quality):
     from .common import latex_table, markdown_table
 
     q = QUALITY_LABEL.get(quality, quality)
-    title = "Table 6 — style fine-tuning with B-VQA" if quality == "bvqa" else "Table 1 — style fine-tuning"
+    title = ("Table 6 — style fine-tuning with B-VQA" if quality == "bvqa" else
+             "Table 4 — style fine-tuning with DoRA and DiffPruning" if name == "table4_style" else
+             "Table 1 — style fine-tuning")
     md = [f"# {title}", f"FID ↓, {q} ↑, VLHI ↑ (SPEC Eq. 8, within each backbone × dataset over all methods "
                         f"and budgets, from seed means; Mean = VLHI of each row's mean FID and mean {q}). Cells: mean "
                         f"± std over seeds where there are several. Best per budget in bold. The pre-trained row "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, num, out_dir, paper_other, pyplot,
                      rows_of, save_fig, sci, to_float, vlhi_groups, write_missing, write_tables)
-from .verdicts import NOT_RUN, Claim, borrowed_sd, combine, compare, evaluate, paper_verdict, verdict_better
+from .verdicts import NOT_RUN, Claim, borrowed_spread, combine, compare, evaluate, paper_verdict, verdict_better
 
 NAME = "table8_threshold"
 
@@ -74,7 +74,8 @@ def main(argv=None):
 def _threshold_fid(df):
     """C27 as the paper states it: the sweep's smallest θ (a θ below 2e-3) gives a higher FID than
     every θ ≥ 2e-3, each decided by the noise rule (this experiment runs one seed per θ, so it
-    borrows the FID spread of the `seeds` experiment; without it the verdict is inconclusive)."""
+    borrows SaRA's FID spread, :func:`analysis.verdicts.borrowed_spread`; without one the verdict is
+    inconclusive)."""
     d = rows_of(df, "threshold")
     if d.empty or not has_metric(d, "fid"):
         return NOT_RUN, "no `threshold` runs"
@@ -84,15 +85,13 @@ def _threshold_fid(df):
     large = sorted(t for t in d["theta"].unique() if t >= 2e-3 - 1e-12)
     if small >= 2e-3 or not large:
         return NOT_RUN, "the sweep needs a θ below 2e-3 and at least one θ ≥ 2e-3"
-    sd = borrowed_sd(df, "fid")
+    sd, spread = borrowed_spread(df, "fid")
     parts, ev = [], []
     for t in large:
         c = compare(d.loc[d["theta"] == t, "fid"].astype(float), d.loc[d["theta"] == small, "fid"].astype(float),
                     lower_is_better=True, borrowed_sd=sd)
         parts.append(verdict_better(c, "a"))
         ev.append(f"θ {sci(t)} FID {fmt(c.mean_a)} vs θ {sci(small)} {fmt(c.mean_b)} → {parts[-1]}")
-    spread = "no seed spread measured (run bash experiments/seeds.sh)" if sd is None else \
-        f"FID seed spread {fmt(sd)} borrowed from the seeds experiment"
     return combine(parts), "; ".join(ev) + f" ({spread})"
 
 

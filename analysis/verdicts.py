@@ -92,15 +92,28 @@ def combine(verdicts: list[str]) -> str:
     return REPRODUCED
 
 
-def borrowed_sd(df: pd.DataFrame, col: str, method: str = "sara") -> float | None:
-    """The seed-to-seed standard deviation of ``col`` measured by the ``seeds`` experiment (mean over
-    its (dataset, budget) groups of ``method``), for experiments that run one seed; None if not run."""
-    d = df[(df["experiment"] == "seeds") & (df["method"] == method)] if "experiment" in df else df.iloc[:0]
-    if d.empty or col not in d:
-        return None
-    sds = [float(g[col].astype(float).std(ddof=1)) for _, g in d.groupby(["dataset", "budget"]) if len(g) > 1]
-    sds = [v for v in sds if np.isfinite(v)]
-    return float(np.mean(sds)) if sds else None
+SPREAD_SOURCES = ("seeds", "style")  # experiments whose seed spread a one-seed experiment borrows, in order
+
+
+def borrowed_spread(df: pd.DataFrame, col: str, method: str = "sara") -> tuple[float | None, str]:
+    """The seed-to-seed standard deviation of ``col`` for ``method``, for experiments that run one
+    seed: the mean over the (dataset, budget, learning rate) cells with several seeds of the first
+    of :data:`SPREAD_SOURCES` that has such cells (the `seeds` experiment, else the style
+    comparison's trained runs); ``(None, why)`` when none has. The second item says where it came from."""
+    for exp in SPREAD_SOURCES:
+        d = df[(df["experiment"] == exp) & (df["method"] == method)] if "experiment" in df else df.iloc[:0]
+        if "variant" in d:
+            d = d[d["variant"].fillna("").astype(str).eq("")]  # probes and pre-trained rows: other settings
+        if d.empty or col not in d:
+            continue
+        keys = [k for k in ("dataset", "budget", "lr") if k in d]
+        sds = [float(g[col].astype(float).std(ddof=1)) for _, g in d.groupby(keys, dropna=False) if len(g) > 1]
+        sds = [v for v in sds if np.isfinite(v)]
+        if sds:
+            sd = float(np.mean(sds))
+            return sd, (f"{col} seed spread {sd:.4g} of {method_label(method)} borrowed from the `{exp}` runs "
+                        f"(mean std over {len(sds)} cell{'s' if len(sds) != 1 else ''})")
+    return None, f"no {col} seed spread of {method_label(method)} measured (seeds 0, 1, 2 of `style` or `seeds`)"
 
 
 def better_by_seeds(per_seed: pd.DataFrame, col: str, a: str, b: str, lower: bool) -> tuple[str, str]:

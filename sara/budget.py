@@ -171,7 +171,8 @@ def resolve_lr(lr: Any, denoiser: Any, budget: int | None,
         from sara.lr_search import lr_table_path, tuned_lr
 
         value = tuned_lr(*tuned_key)
-        return value, {"policy": "tuned", "lr": value, "table": str(lr_table_path(tuned_key[0]))}
+        return value, {"policy": "tuned", "lr": value, "table": str(lr_table_path(tuned_key[0])),
+                       "of": tuned_key[1]}
     if policy != "eq12":
         raise ValueError(f"train.lr: expected a number, null, 'eq12' or 'tuned', got {lr!r}")
     if budget is None:

@@ -106,6 +106,13 @@ def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def tuned_lr_key(plain: dict) -> tuple[str, str, str]:
+    """(backbone, method, budget) under which ``train.lr=tuned`` looks the run's rate up;
+    ``train.lr_of`` names another method's search (SaRA's ablation variants use SaRA's)."""
+    backbone, method, budget = (str((plain.get(g) or {}).get("name")) for g in ("backbone", "method", "budget"))
+    return backbone, (plain.get("train") or {}).get("lr_of") or method, budget
+
+
 def _already_done(run_dir: Path, plain: dict) -> dict | None:
     """The complete record of ``run_dir``, marked ``_already_done`` for the final line; another
     config's result is never this run's (:class:`sara.rundir.StaleRunError`)."""
@@ -244,8 +251,7 @@ def _setup(plain: dict, tcfg: Any, diag: dict, accelerator, run_dir: Path) -> _S
     backbone.to(device)
     n_denoiser = int(sum(p.numel() for p in backbone.denoiser.parameters()))
     budget = budget_target(plain.get("budget"), n_denoiser)
-    tuned_key = tuple(str((plain.get(g) or {}).get("name")) for g in ("backbone", "method", "budget"))
-    tcfg.lr, lr_record = resolve_lr(tcfg.lr, backbone.denoiser, budget, tuned_key)
+    tcfg.lr, lr_record = resolve_lr(tcfg.lr, backbone.denoiser, budget, tuned_lr_key(plain))
     custom = None
     if (plain.get("data") or {}).get("kind") == "subject":  # before the method is applied
         from sara.customisation import Customisation

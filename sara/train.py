@@ -72,6 +72,8 @@ class TrainConfig:
     batch_size: int = 16             # per process and micro-step
     grad_accum: int = 1              # micro-steps per optimizer step
     lr: float | None = None          # None: the method's own default; "eq12" / "tuned": see sara.budget.resolve_lr
+    lr_of: str | None = None         # lr=tuned: whose searched rate (a method name; None: the run's method),
+                                     # e.g. "sara" for SaRA's ablation variants, which have no search of their own
     weight_decay: float = 1e-2
     betas: Sequence[float] = (0.9, 0.999)
     lr_scheduler: str = "cosine"     # any diffusers.optimization scheduler name

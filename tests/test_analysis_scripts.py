@@ -91,6 +91,20 @@ def test_table6_with_bvqa(table, tmp_path):
     assert "B-VQA" in md and "DoRA" in md and "DiffPruning" not in md
 
 
+def test_table4_needs_one_of_its_own_methods(table, tmp_path):
+    """Table 4 is Table 1 plus DoRA and DiffPruning: without runs of either it says so instead
+    of repeating Table 1 under another name."""
+    args = ["--name", "table4_style", "--methods", "full,lora,dora,adaptformer,lt_sft,diffpruning,sara",
+            "--requires", "dora,diffpruning"]
+    _run("table1_style", ["--results", str(table), "--out", str(tmp_path / "with")] + args)
+    assert "Table 4" in (tmp_path / "with" / "table4_style.md").read_text()
+    df = pd.read_csv(table)
+    part = tmp_path / "no_dora.csv"
+    df[~df["method"].isin(["dora", "diffpruning"])].to_csv(part, index=False)
+    _run("table1_style", ["--results", str(part), "--out", str(tmp_path / "without")] + args)
+    assert "No results yet" in (tmp_path / "without" / "table4_style.md").read_text()
+
+
 @pytest.mark.parametrize("name", [n for n in SCRIPTS if n not in ("compare_paper", "claims")])
 def test_script_on_an_empty_table(name, tmp_path):
     empty = tmp_path / "empty.csv"
@@ -375,3 +389,29 @@ def test_a_rerun_on_retrained_weights_supersedes_its_earlier_row(tmp_path):
     newest = load(path)
     assert sorted(newest["fid"]) == [3.0, 4.0]  # recorded weights beat unrecorded, then the latest
     assert len(load(path, keep_superseded=True)) == 4
+
+
+def test_ablation_claims_follow_the_noise_rule(table, tmp_path):
+    """Table 2 runs one seed, so its claims borrow SaRA's seed spread: a gap inside 2 SE is
+    inconclusive, outside it decided in either direction; the spread comes from the `seeds` runs,
+    else from the style comparison's seeds, and without any spread nothing is decided."""
+    from analysis.table2_ablation import claims
+    from analysis.verdicts import borrowed_spread
+
+    df = pd.read_csv(table, keep_default_na=False, na_values=[""])
+    df["variant"] = df["variant"].fillna("")
+    res = {r["id"]: r for r in claims(df)}
+    assert res["C6"]["verdict"] == "reproduced" and "borrowed from the `seeds` runs" in res["C6"]["evidence"]
+    abl = (df["experiment"] == "ablation") & (df["dataset"] == "Expedition")
+    sd, _ = borrowed_spread(df, "clip_score")
+    lowest_other = df.loc[abl & (df["method"] != "largest"), "clip_score"].min()
+    for shift, expect in ((-0.5 * sd, "inconclusive"), (+6 * sd, "not_reproduced")):
+        d = df.copy()
+        d.loc[abl & (d["method"] == "largest"), "clip_score"] = lowest_other + shift
+        assert {r["id"]: r for r in claims(d)}["C6"]["verdict"] == expect, shift
+    no_seeds = df[df["experiment"] != "seeds"]
+    sd_style, where = borrowed_spread(no_seeds, "clip_score")
+    assert sd_style is not None and "`style` runs" in where
+    alone = df[~df["experiment"].isin(["seeds", "style"])]
+    assert borrowed_spread(alone, "clip_score")[0] is None
+    assert {r["verdict"] for r in claims(alone) if r["id"] != "C13"} == {"inconclusive"}

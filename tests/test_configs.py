@@ -127,3 +127,27 @@ def test_overrides_from_readme():
     cfg = compose(["method=full", "budget=5M", "data.name=Cyberpunk", "seed=2"], hydra_cfg=True)
     assert cfg.hydra.run.dir == "outputs/runs/default/tiny/Cyberpunk/full/5M/seed2"
     assert cfg.data.caption_prefix == "Cyberpunk style, "
+
+
+def _swept(cfg, key: str) -> list[str]:
+    """The names a sweep runs for config group ``key`` (else the composed one)."""
+    params = (OmegaConf.select(cfg, "hydra.sweeper.params") or {})
+    value = params.get(key)
+    return [v.strip() for v in str(value).split(",")] if value is not None else [str(cfg[key].name)]
+
+
+@pytest.mark.parametrize("exp", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_tuned_rate_experiments_find_a_rate_for_every_swept_method(exp):
+    """An experiment with train.lr=tuned must find each swept method's rate in the committed table
+    (results/lr/tiny.yaml): a method without a search of its own names one with train.lr_of."""
+    from sara.lr_search import tuned_lr
+    from sara.runs import tuned_lr_key
+
+    cfg = compose([f"+experiment={exp}"], hydra_cfg=True)
+    if str(cfg.train.lr) != "tuned":
+        pytest.skip(f"{exp}: train.lr={cfg.train.lr}")
+    for method in _swept(cfg, "method"):
+        for budget in _swept(cfg, "budget"):
+            run = compose([f"+experiment={exp}", f"method={method}", f"budget={budget}"])
+            plain = OmegaConf.to_container(run, resolve=False)
+            assert tuned_lr(*tuned_lr_key(plain)) > 0
