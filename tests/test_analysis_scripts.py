@@ -415,3 +415,18 @@ def test_ablation_claims_follow_the_noise_rule(table, tmp_path):
     alone = df[~df["experiment"].isin(["seeds", "style"])]
     assert borrowed_spread(alone, "clip_score")[0] is None
     assert {r["verdict"] for r in claims(alone) if r["id"] != "C13"} == {"inconclusive"}
+
+
+def test_pruning_claim_bounds_a_loss_not_a_gain(table, tmp_path):
+    """C14 ("generative ability minimally affected"): a CLIP gain past the tolerance is no loss, a
+    CLIP fall past it is."""
+    from analysis.fig2_pruning import PRUNE_CLIP_TOL, claims
+
+    df = pd.read_csv(table, keep_default_na=False, na_values=[""])
+    rows = df["experiment"].astype(str).str.startswith("pruning") & (df["backbone"] == "tiny")
+    small = rows & df["prune_threshold"].astype(float).between(1e-4, 1e-3)
+    assert {r["id"]: r for r in claims(df)}["C14"]["verdict"] == "reproduced"
+    for shift, expect in ((+3 * PRUNE_CLIP_TOL, "reproduced"), (-3 * PRUNE_CLIP_TOL, "not_reproduced")):
+        d = df.copy()
+        d.loc[small, "clip_score"] += shift
+        assert {r["id"]: r for r in claims(d)}["C14"]["verdict"] == expect, shift
