@@ -17,7 +17,11 @@ docs=(docs/results.md docs/claims.md docs/customisation.md)
 doc_figures=("learnability/learnability_samples.png docs/img/learnability_samples.png"  # "made docs-copy"
              "learnability/learnability_steps.png docs/img/learnability_steps.png"
              "lr_search/lr_search_samples.png docs/img/lr_search_samples.png"
-             "style/style_samples.png docs/img/style_samples.png")
+             "style/style_samples.png docs/img/style_samples.png"
+             "pruning/fig2_pruning.png docs/img/fig2_pruning.png"
+             "migration/fig3_migration.png docs/img/fig3_migration.png"
+             "ablation/table2_ablation.png docs/img/table2_ablation.png"
+             "scaling/fig16_scaling.png docs/img/fig16_scaling.png")
 # committed copies of whole analysis files: the claims and the rates train.lr=tuned reads
 copies=("claims/claims.json:$claims_json" "lr_search/tables:results/lr")
 out=outputs/analysis

@@ -430,3 +430,19 @@ def test_pruning_claim_bounds_a_loss_not_a_gain(table, tmp_path):
         d = df.copy()
         d.loc[small, "clip_score"] += shift
         assert {r["id"]: r for r in claims(d)}["C14"]["verdict"] == expect, shift
+
+
+@pytest.mark.parametrize("end,expect", [(0.2, "reproduced"), (0.7, "not_reproduced")])
+def test_migration_claim_needs_most_entries_to_leave(end, expect):
+    """C16 quotes "mostly become effective over time": a steady fall that ends with most of the
+    initially-below entries still below θ does not reproduce it."""
+    import json
+
+    from analysis.fig3_migration import claims
+
+    steps = range(0, 1001, 100)
+    hist = [{"step": s, "still_below": 1 - (1 - end) * s / 1000, "new_below": 0.1 * s / 1000} for s in steps]
+    df = pd.DataFrame([{"experiment": "migration", "variant": "", "backbone": "tiny", "dataset": "pretrain",
+                        "method": "full", "budget": "none", "seed": 0,
+                        "migration": json.dumps({"threshold": 2e-3, "history": hist})}])
+    assert {r["id"]: r for r in claims(df)}["C16"]["verdict"] == expect
