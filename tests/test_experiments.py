@@ -250,7 +250,7 @@ def test_experiment_files_compose(conf_copy):
                 sources.append(str(c.delta.merge_source))
     assert sources and set(sources) <= style_dirs, sorted(set(sources) - style_dirs)[:3]
     n = {e: len(_jobs(conf_copy, e, [])) for e in ("style", "pruning", "hyper", "scaling", "analysis")}
-    assert n == {"style": 90, "pruning": 9, "hyper": 25, "scaling": 35, "analysis": 4}
+    assert n == {"style": 90, "pruning": 9, "hyper": 25, "scaling": 35, "analysis": 2}
 
 
 def test_plus_experiment_composes_with_the_real_primary_config():
