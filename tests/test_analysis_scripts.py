@@ -446,3 +446,24 @@ def test_migration_claim_needs_most_entries_to_leave(end, expect):
                         "method": "full", "budget": "none", "seed": 0,
                         "migration": json.dumps({"threshold": 2e-3, "history": hist})}])
     assert {r["id"]: r for r in claims(df)}["C16"]["verdict"] == expect
+
+
+def test_table9_claim_needs_both_of_its_sets_and_the_noise_rule(table):
+    """C12 is about Cyberpunk and ElementFire: Table 2's Expedition pair does not stand in for them,
+    and a CLIP gap inside 2 SE (borrowed spread) is inconclusive."""
+    from analysis.table9_rank import claims
+    from analysis.verdicts import borrowed_spread
+
+    df = pd.read_csv(table, keep_default_na=False, na_values=[""])
+    assert {r["id"]: r for r in claims(df)}["C12"]["verdict"] != "not_run"
+    no_ef = df[~((df["experiment"] == "ablation") & (df["dataset"] == "ElementFire"))]
+    assert {r["id"]: r for r in claims(no_ef)}["C12"]["verdict"] == "not_run"
+    sd, _ = borrowed_spread(df, "clip_score")
+    d = df.copy()
+    t9 = (d["experiment"] == "ablation") & d["dataset"].isin(["Cyberpunk", "ElementFire"])
+    for ds in ("Cyberpunk", "ElementFire"):
+        base = d.loc[t9 & (d["dataset"] == ds) & (d["method"] == "sara_no_rank"), "clip_score"].iloc[0]
+        d.loc[t9 & (d["dataset"] == ds) & (d["method"] == "sara"), "clip_score"] = base + 0.5 * sd
+    assert {r["id"]: r for r in claims(d)}["C12"]["verdict"] == "inconclusive"
+    d.loc[t9 & (d["method"] == "sara"), "clip_score"] += 10 * sd
+    assert {r["id"]: r for r in claims(d)}["C12"]["verdict"] == "reproduced"
