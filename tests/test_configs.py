@@ -59,8 +59,8 @@ def test_primary_config_composes():
     del plain["hydra"]
     OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
     assert cfg.hydra.run.dir == str(run_dir_for(cfg))
-    assert cfg.method.name == "sara" and cfg.data.name == "BarbieCore"
-    assert cfg.data.caption_prefix == "BarbieCore style, "
+    assert cfg.method.name == "sara" and cfg.data.name == "Expedition"
+    assert cfg.data.caption_prefix == "Expedition style, "
 
 
 @pytest.mark.parametrize("group,name", OPTIONS, ids=[f"{g}={n}" for g, n in OPTIONS])
