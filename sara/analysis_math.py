@@ -195,9 +195,12 @@ def subspace_report(w0: Mapping[str, Any], w1: Mapping[str, Any],
                     patterns: Sequence[str] | None = DEFAULT_LAYER_PATTERNS,
                     max_dim: int = 64, seed: int = 0, delta_u_dim: int = 0) -> list[dict]:
     """Fig. 19 data for every matrix named by ``patterns``: per layer the grid
-    ``phi[i-1][j-1] = φ(W0, W1, i, j)`` and the random reference ``phi_random`` =
+    ``phi[i-1][j-1] = φ(W0, W1, i, j)`` and two random references: ``phi_random`` =
     ``φ(W0, R, i, j)`` with ``R`` an independent Gaussian matrix of W0's shape (the reference
-    the LoRA paper uses; a random update that dominates ``W0``). ``max_dim`` caps i and j.
+    the LoRA paper uses; a random update that dominates ``W0``), and ``phi_w0_random`` =
+    ``φ(W0, W0 + R', i, j)`` with ``R'`` Gaussian scaled to this run's update norm ``‖W1 − W0‖_F``
+    (a random update as large as the learned one; the paper's "randomly updated parameters").
+    ``max_dim`` caps i and j.
 
     With ``delta_u_dim > 0`` each record also carries ``delta_u``: the first ``delta_u_dim``
     left singular vectors of ``ΔW = W1 - W0`` (list of columns' rows), so ΔW learned in two runs
@@ -210,12 +213,18 @@ def subspace_report(w0: Mapping[str, Any], w1: Mapping[str, Any],
         u0 = left_singular_vectors(a0)
         u1 = left_singular_vectors(a1)
         ur = left_singular_vectors(rng.standard_normal(a0.shape))
+        update = np.linalg.norm(a1 - a0)
+        r = rng.standard_normal(a0.shape)
+        uw = left_singular_vectors(a0 + r * (update / np.linalg.norm(r)))
         rec = {
             "layer": name,
             "shape": list(a0.shape),
             "max_dim": int(k),
             "phi": np.round(subspace_similarity_grid(u0, u1, k, k, u_given=True), 6).tolist(),
             "phi_random": np.round(subspace_similarity_grid(u0, ur, k, k, u_given=True), 6).tolist(),
+            "phi_w0_random": np.round(subspace_similarity_grid(u0, uw, k, k, u_given=True), 6).tolist(),
+            "update_norm": float(update),
+            "w0_norm": float(np.linalg.norm(a0)),
         }
         if delta_u_dim:
             du = left_singular_vectors(a1 - a0, min(delta_u_dim, min(a0.shape)))

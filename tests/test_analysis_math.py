@@ -96,6 +96,21 @@ def test_reports_are_json_and_select_layers():
     json.dumps(amp)
 
 
+def test_subspace_report_random_update_of_the_learned_norm():
+    """phi_w0_random is W0 plus a Gaussian update as large as W1 - W0: for a W1 that is itself W0
+    plus Gaussian noise the two grids agree, whatever the noise level; a large update lowers it."""
+    rng = np.random.default_rng(7)
+    w0 = {"mid_block.attn1.to_k.weight": rng.standard_normal((64, 64))}
+    for eps, close_to_one in ((0.01, True), (1.0, False)):
+        w1 = {k: v + eps * rng.standard_normal(v.shape) for k, v in w0.items()}
+        rec = subspace_report(w0, w1, max_dim=8)[0]
+        assert rec["update_norm"] == pytest.approx(np.linalg.norm(w1["mid_block.attn1.to_k.weight"] -
+                                                                  w0["mid_block.attn1.to_k.weight"]))
+        assert np.mean(rec["phi_w0_random"]) == pytest.approx(np.mean(rec["phi"]), abs=0.1)
+        assert (np.mean(rec["phi_w0_random"]) > 0.95) == close_to_one
+        assert np.mean(rec["phi_random"]) < 0.3  # a standalone random matrix shares little with W0
+
+
 def test_prune_array():
     w = np.array([[0.001, -0.5], [-0.0001, 0.002]])
     p, n = prune_array(w, 0.002)

@@ -241,7 +241,8 @@ def test_subspace_and_amplification_are_recorded(stub_conf, stub_world, tmp_path
     assert layers and all("mid_block" in x and x.endswith(("to_k.weight", "to_v.weight")) for x in layers)
     for r in sub:
         assert len(r["phi"]) == len(r["phi"][0]) == r["max_dim"] == 4
-        assert len(r["phi_random"]) == 4 and len(r["delta_u"]) == r["shape"][0] and len(r["delta_u"][0]) == 2
+        assert len(r["phi_random"]) == 4 and len(r["phi_w0_random"]) == 4
+        assert len(r["delta_u"]) == r["shape"][0] and len(r["delta_u"][0]) == 2
     assert sorted({r["r"] for r in amp}) == [1, 2] and {r["layer"] for r in amp} == set(layers)
     assert all(r["delta_norm"] > 0 for r in amp)  # the sparse update touched these matrices
 
