@@ -15,7 +15,7 @@ import pandas as pd
 
 from .common import (arg_parser, fmt, has_metric, load, mean_over_seeds, num, out_dir, pyplot, rows_of,
                      save_fig, write_missing, write_tables)
-from .verdicts import NOT_RUN, Claim, evaluate, verdict
+from .verdicts import NOT_RUN, Claim, borrowed_spread, combine, compare, evaluate, verdict_better
 
 NAME = "fig17_merging"
 
@@ -92,26 +92,28 @@ def main(argv=None):
 
 
 def _merging(df):
+    """C24: the merged model's FID against each of the two sets below the base model's, each by the
+    noise rule (one run each: SaRA's FID seed spread borrowed, :func:`analysis.verdicts.borrowed_spread`)."""
     d = rows_of(df, "merging")
     m = merging_long(d) if len(d) and has_metric(d, "fid") else pd.DataFrame()
     if m.empty:
         return NOT_RUN, "no `merging` runs"
-    rows, ok, n = [], True, 0
+    sd, spread = borrowed_spread(df, "fid")
+    rows, parts = [], []
     for (bb, pair), g in m.groupby(["backbone", "pair"]):
         for t in pair.split("+"):
-            mg = g[(g["model"] == pair) & (g["target"] == t)]["fid"]
-            base = g[(g["model"] == "base") & (g["target"] == t)]["fid"]
+            mg = g[(g["model"] == pair) & (g["target"] == t)]["fid"].astype(float)
+            base = g[(g["model"] == "base") & (g["target"] == t)]["fid"].astype(float)
             if len(mg) and len(base):
-                n += 1
-                good = float(mg.iloc[0]) < float(base.iloc[0])
-                ok &= good
-                rows.append(f"{pair} vs {t}: merged {fmt(float(mg.iloc[0]))}, base {fmt(float(base.iloc[0]))}")
+                c = compare(mg, base, lower_is_better=True, borrowed_sd=sd)
+                parts.append(verdict_better(c, "a"))
+                rows.append(f"{pair} vs {t}: " + c.describe("FID", ("merged", "base")))
                 # other merge weights (e.g. β = 0.5, 0.5) are shown, not judged: the claim is about β = 1
                 other = g[(g["model"] != pair) & g["model"].str.contains("+", regex=False) & (g["target"] == t)]
                 rows += [f"{r.model} vs {t}: {fmt(r.fid)}" for r in other.itertuples()]
-    if not n:
+    if not parts:
         return NOT_RUN, "needs merged (β = 1, 1) and base (β = 0, 0) runs"
-    return verdict(ok), "; ".join(rows)
+    return combine(parts), "; ".join(rows) + f" ({spread})"
 
 
 CLAIMS = [

@@ -467,3 +467,20 @@ def test_table9_claim_needs_both_of_its_sets_and_the_noise_rule(table):
     assert {r["id"]: r for r in claims(d)}["C12"]["verdict"] == "inconclusive"
     d.loc[t9 & (d["method"] == "sara"), "clip_score"] += 10 * sd
     assert {r["id"]: r for r in claims(d)}["C12"]["verdict"] == "reproduced"
+
+
+@pytest.mark.parametrize("shift,expect", [(-0.5, "inconclusive"), (-10, "reproduced"), (+10, "not_reproduced")])
+def test_merging_claim_follows_the_noise_rule(table, shift, expect):
+    """C24 compares one merged run with one base run per set: the borrowed FID seed spread decides."""
+    from analysis.fig17_merging import claims
+    from analysis.verdicts import borrowed_spread
+
+    df = pd.read_csv(table, keep_default_na=False, na_values=[""])
+    df["variant"] = df["variant"].fillna("")
+    sd, _ = borrowed_spread(df, "fid")
+    mg = df["experiment"].astype(str).str.startswith("merging")
+    base = mg & (df["beta1"] == 0) & (df["beta2"] == 0)
+    merged = mg & (df["beta1"] == 1) & (df["beta2"] == 1)
+    for ds in df.loc[merged, "dataset"].unique():  # each merged run: its base's FID moved by shift SDs
+        df.loc[merged & (df["dataset"] == ds), "fid"] = df.loc[base & (df["dataset"] == ds), "fid"].iloc[0] + shift * sd
+    assert {r["id"]: r for r in claims(df)}["C24"]["verdict"] == expect
