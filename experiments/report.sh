@@ -21,7 +21,9 @@ doc_figures=("learnability/learnability_samples.png docs/img/learnability_sample
              "pruning/fig2_pruning.png docs/img/fig2_pruning.png"
              "migration/fig3_migration.png docs/img/fig3_migration.png"
              "ablation/table2_ablation.png docs/img/table2_ablation.png"
-             "scaling/fig16_scaling.png docs/img/fig16_scaling.png")
+             "scaling/fig16_scaling.png docs/img/fig16_scaling.png"
+             "merging/fig17_merging.png docs/img/fig17_merging.png"
+             "analysis/fig19_subspace.png docs/img/fig19_subspace.png")
 # committed copies of whole analysis files: the claims and the rates train.lr=tuned reads
 copies=("claims/claims.json:$claims_json" "lr_search/tables:results/lr")
 out=outputs/analysis
