@@ -20,8 +20,7 @@ Exact resume. Everything that decides the next step is either a pure function of
   global RNG states (python, numpy, torch CPU and CUDA) and the method's extra state when it has
   one (``method.extra_state_dict()`` / ``load_extra_state_dict``) are in the checkpoint.
 
-On CPU, 6 straight steps and 3 steps + kill + resume 3 give bit-identical trained values (a test
-checks it).
+On CPU, 6 straight steps and 3 steps + kill + resume 3 give bit-identical trained values (tested).
 
 Optional method hooks (duck-typed, none required by ``base.Method``):
 ``method.extra_loss(module, step) -> Tensor | None`` (added to the loss; e.g. an L0 penalty),
@@ -72,8 +71,7 @@ class TrainConfig:
     batch_size: int = 16             # per process and micro-step
     grad_accum: int = 1              # micro-steps per optimizer step
     lr: float | None = None          # None: the method's own default; "eq12" / "tuned": see sara.budget.resolve_lr
-    lr_of: str | None = None         # lr=tuned: whose searched rate (a method name; None: the run's method),
-                                     # e.g. "sara" for SaRA's ablation variants, which have no search of their own
+    lr_of: str | None = None         # lr=tuned: whose searched rate (None: the run's method; "sara": its variants)
     weight_decay: float = 1e-2
     betas: Sequence[float] = (0.9, 0.999)
     lr_scheduler: str = "cosine"     # any diffusers.optimization scheduler name

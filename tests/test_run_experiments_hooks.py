@@ -249,7 +249,7 @@ def test_subspace_and_amplification_are_recorded(stub_conf, stub_world, tmp_path
 
 def test_share_below_is_recorded(stub_conf, stub_world, tmp_path):
     rec, _ = run(stub_conf, ["+experiment=ablation", "data=stub", "method=sara", "train=smoke",
-                             "eval=smoke", "eval.metrics=[]"], tmp_path / "runs")
+                             "eval=smoke", "eval.metrics=[]", "train.lr=0.01"], tmp_path / "runs")
     d = rec["diagnostics"]
     assert 0.0 <= d["share_below"] <= 1.0
     assert d["share_below_threshold"] == pytest.approx(rec["method_record"]["threshold"])
