@@ -152,6 +152,13 @@ def eq12_lr_for_budget(denoiser, target: int) -> tuple[float, float]:
     return theta, lr_from_threshold(theta)
 
 
+def tuned_lr_key(plain: dict) -> tuple[str, str, str]:
+    """(backbone, method, budget) under which ``train.lr=tuned`` looks a run's rate up (``plain``:
+    the run's config); ``train.lr_of`` names another method's search (SaRA's ablation variants)."""
+    backbone, method, budget = (str((plain.get(g) or {}).get("name")) for g in ("backbone", "method", "budget"))
+    return backbone, (plain.get("train") or {}).get("lr_of") or method, budget
+
+
 def resolve_lr(lr: Any, denoiser: Any, budget: int | None,
                tuned_key: tuple[str, str, str] | None = None) -> tuple[float | None, dict]:
     """``train.lr``: a number, ``null`` (the method's own default), ``eq12`` or ``tuned``.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sara.budget import budget_target, resolve_lr
+from sara.budget import budget_target, resolve_lr, tuned_lr_key
 from sara.data.build import build_dataset, ensure_pretrain_reference, eval_prompt_list
 from sara.env import cpu_peak_rss_bytes, environment, now_iso, peak_memory, start_wandb
 from sara.hooks.delta import apply_delta, load_delta_source
@@ -104,13 +104,6 @@ def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
             out += config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [prefix.rstrip(".")]
-
-
-def tuned_lr_key(plain: dict) -> tuple[str, str, str]:
-    """(backbone, method, budget) under which ``train.lr=tuned`` looks the run's rate up;
-    ``train.lr_of`` names another method's search (SaRA's ablation variants use SaRA's)."""
-    backbone, method, budget = (str((plain.get(g) or {}).get("name")) for g in ("backbone", "method", "budget"))
-    return backbone, (plain.get("train") or {}).get("lr_of") or method, budget
 
 
 def _already_done(run_dir: Path, plain: dict) -> dict | None:

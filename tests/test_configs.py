@@ -141,7 +141,7 @@ def test_tuned_rate_experiments_find_a_rate_for_every_swept_method(exp):
     """An experiment with train.lr=tuned must find each swept method's rate in the committed table
     (results/lr/tiny.yaml): a method without a search of its own names one with train.lr_of."""
     from sara.lr_search import tuned_lr
-    from sara.runs import tuned_lr_key
+    from sara.budget import tuned_lr_key
 
     cfg = compose([f"+experiment={exp}"], hydra_cfg=True)
     if str(cfg.train.lr) != "tuned":
