@@ -23,7 +23,8 @@ doc_figures=("learnability/learnability_samples.png docs/img/learnability_sample
              "ablation/table2_ablation.png docs/img/table2_ablation.png"
              "scaling/fig16_scaling.png docs/img/fig16_scaling.png"
              "merging/fig17_merging.png docs/img/fig17_merging.png"
-             "analysis/fig19_subspace.png docs/img/fig19_subspace.png")
+             "analysis/fig19_subspace.png docs/img/fig19_subspace.png"
+             "backbone/fig6_backbone.png docs/img/fig6_backbone.png")
 # committed copies of whole analysis files: the claims and the rates train.lr=tuned reads
 copies=("claims/claims.json:$claims_json" "lr_search/tables:results/lr")
 out=outputs/analysis

@@ -484,3 +484,17 @@ def test_merging_claim_follows_the_noise_rule(table, shift, expect):
     for ds in df.loc[merged, "dataset"].unique():  # each merged run: its base's FID moved by shift SDs
         df.loc[merged & (df["dataset"] == ds), "fid"] = df.loc[base & (df["dataset"] == ds), "fid"].iloc[0] + shift * sd
     assert {r["id"]: r for r in claims(df)}["C24"]["verdict"] == expect
+
+
+def test_backbone_claim_needs_seeds(table):
+    """C18 borrows no spread (the pre-training domain's FID has its own scale): one seed per method
+    is inconclusive, three seeds with SaRA well below every other method decide it."""
+    from analysis.fig6_backbone import claims
+
+    df = pd.read_csv(table, keep_default_na=False, na_values=[""])
+    df["variant"] = df["variant"].fillna("")
+    assert {r["id"]: r for r in claims(df)}["C18"]["verdict"] == "inconclusive"
+    bb = df[(df["experiment"] == "backbone") & (df["backbone"] == "tiny")]
+    more = [bb.assign(seed=s, fid=np.where(bb["method"] == "sara", 10.0, 20.0) + s * 0.1) for s in (0, 1, 2)]
+    d = pd.concat([df[~df.index.isin(bb.index)]] + more, ignore_index=True)
+    assert {r["id"]: r for r in claims(d)}["C18"]["verdict"] == "reproduced"
