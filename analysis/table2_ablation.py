@@ -158,15 +158,15 @@ class _Noise:
     (:func:`analysis.verdicts.borrowed_spread`), named in the evidence."""
 
     def __init__(self, df, d):
-        self.df, self.d, self.notes = df, d, {}
+        self.df, self.d, self.spread, self.notes = df, d, {}, {}
 
     def values(self, method, col):
         return self.d.loc[self.d["method"] == method, col].astype(float).dropna().tolist()
 
     def cmp(self, a, b, col, lower):
-        sd, note = borrowed_spread(self.df, col)
-        self.notes[col] = note
-        return compare(self.values(a, col), self.values(b, col), lower_is_better=lower, borrowed_sd=sd)
+        if col not in self.spread:  # one look-up per metric, however many pairs a claim compares
+            self.spread[col], self.notes[col] = borrowed_spread(self.df, col)
+        return compare(self.values(a, col), self.values(b, col), lower_is_better=lower, borrowed_sd=self.spread[col])
 
     def text(self, c, col, a, b):
         return c.describe(col, (method_label(a), method_label(b)))

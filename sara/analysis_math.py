@@ -213,7 +213,8 @@ def subspace_report(w0: Mapping[str, Any], w1: Mapping[str, Any],
         u0 = left_singular_vectors(a0)
         u1 = left_singular_vectors(a1)
         ur = left_singular_vectors(rng.standard_normal(a0.shape))
-        update = np.linalg.norm(a1 - a0)
+        delta = a1 - a0
+        update = np.linalg.norm(delta)
         r = rng.standard_normal(a0.shape)
         uw = left_singular_vectors(a0 + r * (update / np.linalg.norm(r)))
         rec = {
@@ -227,7 +228,7 @@ def subspace_report(w0: Mapping[str, Any], w1: Mapping[str, Any],
             "w0_norm": float(np.linalg.norm(a0)),
         }
         if delta_u_dim:
-            du = left_singular_vectors(a1 - a0, min(delta_u_dim, min(a0.shape)))
+            du = left_singular_vectors(delta, min(delta_u_dim, min(a0.shape)))
             rec["delta_u"] = np.round(du, 7).tolist()
         out.append(rec)
     return out
