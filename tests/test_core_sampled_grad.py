@@ -9,7 +9,7 @@ from torch import nn
 
 import sara
 from sara import merge, wrap
-from sara.core.sampled_grad import SampledWeightGrad, crossover_for
+from sara.core.sampled_grad import SampledLayer, SampledWeightGrad, crossover_for
 
 
 class _Net(nn.Module):
@@ -142,3 +142,49 @@ def test_sara_method_passes_sampled_wgrad_and_initial_storage():
         SaRAMethod(sampled_wgrad=3)
     with pytest.raises(ValueError, match="initial_storage"):
         SaRAMethod(initial_storage="gpu")
+
+
+def _layer_grads(conv, x, idx, dtype):
+    """(sampled part, dense weight gradient gathered at idx, input and bias gradients of both)."""
+    conv, x = conv.to(dtype), x.to(dtype)
+    parts = []
+    layer = SampledLayer(conv, idx, parts.append)
+    g = torch.randn_like(conv(x), dtype=torch.float32).to(dtype)
+    xs = x.clone().requires_grad_(True)
+    gx_s, gb_s = torch.autograd.grad(layer.forward(xs), (xs, conv.bias), g)
+    xd = x.clone().requires_grad_(True)
+    gx_d, gw, gb_d = torch.autograd.grad(conv(xd), (xd, conv.weight, conv.bias), g)
+    return parts[0], gw.flatten()[idx], (gx_s, gx_d), (gb_s, gb_d)
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, padding=1),
+                                dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=3),
+                                dict(kernel_size=(3, 2), stride=(2, 1), padding=(0, 1)),
+                                dict(kernel_size=3, padding=2, dilation=2),
+                                dict(kernel_size=1, stride=2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kxk_conv_entries_equal_dense_gathered(kw, dtype):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 7, **kw)
+    x = torch.randn(3, 6, 9, 11)
+    n = conv.weight.numel()
+    idx = torch.randperm(n)[: n // 4].sort().values
+    part, ref, (gx_s, gx_d), (gb_s, gb_d) = _layer_grads(conv, x, idx, dtype)
+    assert part.shape == idx.shape and part.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    scale = float(ref.float().abs().max())
+    assert float((part.float() - ref.float()).abs().max()) <= tol * scale, kw
+    torch.testing.assert_close(gx_s.float(), gx_d.float(), rtol=tol, atol=tol * float(gx_d.float().abs().max()))
+    torch.testing.assert_close(gb_s.float(), gb_d.float(), rtol=tol, atol=tol * float(gb_d.float().abs().max()))
+
+
+def test_conv_entries_channels_last_and_shape_change():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 4, 3, padding=1)
+    n = conv.weight.numel()
+    idx = torch.randperm(n)[:30].sort().values
+    for shape in [(2, 5, 8, 8), (1, 5, 6, 10)]:  # the cached start offsets follow the input shape
+        x = torch.randn(*shape).to(memory_format=torch.channels_last)
+        part, ref, _, _ = _layer_grads(conv, x, idx, torch.float32)
+        torch.testing.assert_close(part, ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))

@@ -6,8 +6,10 @@ trained share is small this GEMM is most of the work. Here a linear or conv laye
 through :class:`SampledWeightGrad`: the same forward kernel, the input gradient from the same
 backward kernel, and the weight gradient only at the trained ``(out, in[, ky, kx])`` entries:
 ``dW[o, i, ky, kx] = Σ_t G[o, t] · X_shift(ky, kx)[i, t]``, gathered in blocks of rows of the
-transposed output gradient and (shifted) input and reduced by batched dot products. The result
-is added straight into ``values.grad``; the weight tensor gets no gradient at all.
+transposed output gradient and of windows of the flat, channel-major input (a kernel offset is
+a start offset there, so a kxk conv needs no shifted copies) and reduced by batched dot
+products. The result is added straight into ``values.grad``; the weight tensor gets no gradient
+at all.
 
 Which layers take this path is a density crossover (trained entries / weight entries) measured
 per device by ``benchmarks/memory_speed.py`` (``--crossover``): the dense GEMM runs at a far
@@ -29,8 +31,9 @@ from torch import Tensor, nn
 #: against 0.73 s dense), so "auto" leaves them dense. CUDA: not measured yet, off.
 CROSSOVER_DENSITY = {"cpu": 0.02, "cuda": 0.0}
 
-#: Elements gathered per block (rows x tokens): small enough to stay in cache.
-BLOCK_ELEMENTS = 1 << 16
+#: Elements gathered per block (rows x tokens): 1 MiB per fp32 operand, small enough to stay in
+#: cache (1 << 18 ran 20-25% faster than 1 << 16 on CPU: fewer Python iterations).
+BLOCK_ELEMENTS = 1 << 18
 
 
 def supports(module: nn.Module, auto: bool = False) -> bool:
@@ -57,8 +60,9 @@ def crossover_for(device: torch.device, setting) -> float:
 
 
 class SampledLayer:
-    """One layer on the sampled path: its trained entries as (out row, in column) per kernel
-    offset, and where their gradients go (``accumulate(part)``, part in the entries' order)."""
+    """One layer on the sampled path: its trained entries as out row, in column and (conv)
+    kernel offset in input pixels, and where their gradients go (``accumulate(part)``, part in
+    the entries' order)."""
 
     def __init__(self, module: nn.Module, indices: Tensor, accumulate: Callable[[Tensor], None]):
         self.module = module
@@ -66,17 +70,22 @@ class SampledLayer:
         w = module.weight
         idx = indices.to(w.device).long()
         self.count = int(idx.numel())
+        per_row = w[0].numel()
+        self.rows, rest = idx // per_row, idx % per_row
         if isinstance(module, nn.Linear):
-            cols = w.shape[1]
-            self.groups = [((0, 0), idx // cols, idx % cols, None)]
+            self.cols = rest
         else:
-            out_c, in_c, kh, kw = w.shape
-            o, rest = idx // (in_c * kh * kw), idx % (in_c * kh * kw)
-            i, off = rest // (kh * kw), rest % (kh * kw)
-            self.groups = []
-            for k in torch.unique(off).tolist():
-                pos = torch.nonzero(off == k).squeeze(1)
-                self.groups.append(((k // kw, k % kw), o[pos], i[pos], pos))
+            kh, kw = w.shape[2:]
+            self.cols, off = rest // (kh * kw), rest % (kh * kw)
+            self.dy, self.dx = off // kw * module.dilation[0], off % kw * module.dilation[1]
+        self._starts: tuple = (None, None)
+
+    def starts(self, key: tuple, make: Callable[[], Tensor]) -> Tensor:
+        """The entries' start offsets in the flat input for an input shape ``key`` (O(k)
+        integer work, kept for the last shape seen)."""
+        if self._starts[0] != key:
+            self._starts = (key, make())
+        return self._starts[1]
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - nn.Linear's name (diffusers calls proj_in(input=...))
         m = self.module
@@ -116,47 +125,57 @@ class SampledWeightGrad(torch.autograd.Function):
                 gb = g.reshape(-1, g.shape[-1]).sum(0)
             gt = g.reshape(-1, g.shape[-1]).t().contiguous()       # [out, tokens]
             xt = x.reshape(-1, x.shape[-1]).t().contiguous()       # [in, tokens]
-            layer.accumulate(_dots(gt, {(0, 0): xt}, layer))
+            starts = layer.starts(xt.shape, lambda: layer.cols * xt.shape[1])
+            layer.accumulate(_dots(gt, xt.view(-1), layer.rows, starts))
         else:
-            if need_x or (need_b and ctx.has_bias):
-                gx, _, gb = torch.ops.aten.convolution_backward(
-                    g, x, w, [w.shape[0]] if ctx.has_bias else None, m.stride, m.padding,
-                    m.dilation, False, [0, 0], m.groups, [need_x, False, need_b and ctx.has_bias])
-            gt = g.transpose(0, 1).reshape(g.shape[1], -1)          # [out, N*Ho*Wo]
-            layer.accumulate(_dots(gt, _conv_slabs(x, g.shape[-2:], m, layer), layer))
+            if need_x:  # input gradient only: asking the CPU (oneDNN) kernel for the bias
+                # gradient as well makes it compute the whole weight gradient too
+                gx = torch.ops.aten.convolution_backward(
+                    g, x, w, None, m.stride, m.padding, m.dilation, False, [0, 0], m.groups,
+                    [True, False, False])[0]
+            if need_b and ctx.has_bias:
+                gb = g.sum((0, 2, 3))
+            layer.accumulate(_dots(*_conv_operands(x, g, m, layer)))
         if gx is not None:
             gx = gx.to(ctx.saved_tensors[0].dtype)
         return gx, None, gb, None
 
 
-def _conv_slabs(x: Tensor, out_hw, m: nn.Conv2d, layer: SampledLayer) -> dict:
-    """Per kernel offset with trained entries: the input pixels each output pixel sees there,
-    as ``[in, N*Ho*Wo]``."""
-    (ph, pw), (sh, sw), (dh, dw) = m.padding, m.stride, m.dilation
-    ho, wo = out_hw
-    xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
-    out = {}
-    for (ky, kx), _, _, _ in layer.groups:
-        y0, x0 = ky * dh, kx * dw
-        s = xp[:, :, y0:y0 + sh * (ho - 1) + 1:sh, x0:x0 + sw * (wo - 1) + 1:sw]
-        out[(ky, kx)] = s.transpose(0, 1).reshape(x.shape[1], -1)
-    return out
+def _conv_operands(x: Tensor, g: Tensor, m: nn.Conv2d, layer: SampledLayer):
+    """``dW[o, i, ky, kx]`` as one dot product of flat rows: the input, zero-padded and split
+    into stride phases, stored as ``[phase_y, phase_x, in, N, Hq, Wq]``; the output gradient
+    on the same ``[N, Hq, Wq]`` grid (zeros outside ``Ho x Wo``). Kernel offset ``(dy, dx)``
+    (input pixels) falls in phase ``(dy % sy, dx % sx)`` shifted by ``(dy // sy, dx // sx)``
+    grid cells, so each entry's input row is a window of the flat input at a start offset:
+    no per-offset copy, one gather per entry."""
+    (ph, pw), (sy, sx) = m.padding, m.stride
+    n, c, h, wd = x.shape
+    ho, wo = g.shape[-2:]
+    hq, wq = -(-(h + 2 * ph) // sy), -(-(wd + 2 * pw) // sx)
+    pads = (pw, wq * sx - wd - pw, ph, hq * sy - h - ph)
+    xp = F.pad(x, pads) if any(pads) else x
+    xs = xp.reshape(n, c, hq, sy, wq, sx).permute(3, 5, 1, 0, 2, 4).contiguous()
+    gp = g.new_zeros(g.shape[1], n, hq, wq)
+    gp[:, :, :ho, :wo] = g.transpose(0, 1)
+    length = (n - 1) * hq * wq + (ho - 1) * wq + wo          # up to the last output pixel
+
+    def make():
+        phase = (layer.dy % sy) * sx + layer.dx % sx
+        return (phase * c + layer.cols) * n * hq * wq + layer.dy // sy * wq + layer.dx // sx
+
+    starts = layer.starts((n, c, h, wd), make)
+    return gp.view(gp.shape[0], -1)[:, :length], xs.view(-1), layer.rows, starts
 
 
-def _dots(gt: Tensor, slabs: dict, layer: SampledLayer) -> Tensor:
-    """``part[e] = gt[row_e] · slab[col_e]`` for every trained entry, in blocks."""
-    tokens = gt.shape[1]
-    block = max(1, BLOCK_ELEMENTS // max(1, tokens))
-    out = torch.empty(layer.count, dtype=gt.dtype, device=gt.device)
-    for key, rows, cols, pos in layer.groups:
-        xt = slabs[key]
-        res = torch.empty(rows.numel(), dtype=gt.dtype, device=gt.device)
-        for s in range(0, rows.numel(), block):
-            a = gt.index_select(0, rows[s:s + block])
-            b = xt.index_select(0, cols[s:s + block])
-            torch.sum(a.mul_(b), dim=1, out=res[s:s + block])
-        if pos is None:
-            out = res
-        else:
-            out[pos] = res
+def _dots(gt: Tensor, xflat: Tensor, rows: Tensor, starts: Tensor) -> Tensor:
+    """``part[e] = gt[rows[e]] · xflat[starts[e]:starts[e] + L]`` (``L = gt.shape[1]``) for
+    every entry, in blocks of rows gathered from both."""
+    length = gt.shape[1]
+    windows = xflat.unfold(0, length, 1)                     # a view: row s = xflat[s:s+L]
+    block = max(1, BLOCK_ELEMENTS // max(1, length))
+    out = torch.empty(rows.numel(), dtype=gt.dtype, device=gt.device)
+    for s in range(0, rows.numel(), block):
+        a = gt.index_select(0, rows[s:s + block])
+        b = windows.index_select(0, starts[s:s + block])
+        torch.sum(a.mul_(b), dim=1, out=out[s:s + block])
     return out
