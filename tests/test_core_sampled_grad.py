@@ -9,7 +9,7 @@ from torch import nn
 
 import sara
 from sara import merge, wrap
-from sara.core.sampled_grad import SampledLayer, SampledWeightGrad, crossover_for
+from sara.core.sampled_grad import SampledLayer, crossover_for
 
 
 class _Net(nn.Module):
