@@ -943,7 +943,7 @@ def _crossover(arch, device, resolution, batch_size, densities, reps) -> dict:
                    ("linear_ff", nn.Linear(c, 8 * c), (batch_size, side * side, c)),
                    ("conv1x1", nn.Conv2d(c, c, 1), (batch_size, c, side, side)),
                    ("conv3x3", nn.Conv2d(c, c, 3, padding=1), (batch_size, c, side, side))]
-    # per group: the layers "auto" routes (linear, 1x1 conv) and the 3x3 convs it leaves dense
+    # per group, each with its own crossover for "auto": linear and 1x1 conv layers; 3x3 convs
     dense_t, rows = {"linear_1x1": 0.0, "conv3x3": 0.0}, []
     sampled_t = {g: {d: 0.0 for d in densities} for g in dense_t}
 

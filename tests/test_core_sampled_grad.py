@@ -9,7 +9,7 @@ from torch import nn
 
 import sara
 from sara import merge, wrap
-from sara.core.sampled_grad import SampledLayer, crossover_for
+from sara.core.sampled_grad import CROSSOVER_DENSITY, SampledLayer, crossover_for
 
 
 class _Net(nn.Module):
@@ -102,10 +102,13 @@ def test_crossover_picks_layers_by_density():
     assert sp.sampled_layers == []
     assert crossover_for(torch.device("cpu"), None) == 0.0
     merge(m)
-    sp = wrap(m, _selection(m, 0.005), sampled_wgrad="auto")  # linear and 1x1 only
-    limit = crossover_for(torch.device("cpu"), "auto")
-    assert set(sp.sampled_layers) == ({"proj.weight", "lin.weight", "out.weight"} if limit > 0.005
-                                      else set())
+    sp = wrap(m, _selection(m, 0.005), sampled_wgrad="auto")  # each layer kind's own crossover
+    expected = {f"{n}.weight" for n, mod in m.named_children()
+                if sp.count(f"{n}.weight") / mod.weight.numel() < crossover_for("cpu", "auto", mod)}
+    assert set(sp.sampled_layers) == expected
+    assert crossover_for("cpu", "auto", m.conv1) == CROSSOVER_DENSITY["cpu"]["kxk"] > 0.005
+    assert crossover_for("cpu", "auto", m.proj) == crossover_for("cpu", "auto") > 0.005
+    assert crossover_for("cuda", "auto", m.conv1) == 0.0
     with pytest.raises(ValueError, match="sampled_wgrad"):
         crossover_for(torch.device("cpu"), 2.0)
 

@@ -79,9 +79,9 @@ class SaRA(torch.optim.AdamW):
             specification and the authors' code constrain 2-D weights only).
         compat: ``"ours"`` or ``"official"`` (see the module docstring).
         sampled_wgrad: linear/conv layers whose trained share of the weight is below this
-            density compute their weight gradient at the trained entries only ("auto": linear
-            and 1x1-conv layers below the device's measured crossover; None: never). Same
-            gradients either way.
+            density compute their weight gradient at the trained entries only ("auto": below
+            the device's measured crossover for the layer's kind, linear/1x1 or kxk conv;
+            None: never). Same gradients either way.
         initial_storage: where ``W0`` at the trained entries is kept during training ("auto":
             host memory on an accelerator, a temporary file on CPU; "device"; "host"; "disk").
     """

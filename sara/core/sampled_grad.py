@@ -23,36 +23,45 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: Density below which a linear or 1x1-conv layer's weight gradient is computed at its trained
-#: entries only, per device type ("auto"). CPU: ``memory_speed.py --crossover`` on SD 1.5's layer
-#: shapes (256 px, batch 4, one thread; benchmarks/results/sd15_cpu_crossover.json): the linear
-#: and 1x1 layers' weight-gradient work is 0.46-0.49 s sampled against 0.69 s dense from 0.2% to
-#: 1% density, 0.65 s at 2%, 0.99 s at 5%. 3x3 convs lose at every density (0.81 s at 0.2%
-#: against 0.73 s dense), so "auto" leaves them dense. CUDA: not measured yet, off.
-CROSSOVER_DENSITY = {"cpu": 0.02, "cuda": 0.0}
+#: Density below which a layer's weight gradient is computed at its trained entries only
+#: ("auto"), per device type and layer kind: "linear" (linear and 1x1 conv) and "kxk" (larger
+#: conv kernels). CPU, ``memory_speed.py``'s crossover on SD 1.5's layer shapes (256 px, batch 4,
+#: one thread, process CPU seconds, forward + weight-gradient work summed over the layers):
+#: linear and 1x1 (benchmarks/results/sd15_cpu_crossover.json) 0.46-0.49 s sampled against 0.69 s
+#: dense from 0.2% to 1% density, 0.65 s at 2%, 0.99 s at 5%; 3x3 convs (median of 3 runs,
+#: benchmarks/results/sd15_cpu_crossover_conv.json) 0.29 s at 0.2%, 0.35 s at 1%, 0.41 s at 2%,
+#: 0.62 s at 5% against 0.70 s dense (5% is the largest density measured; with shifted input
+#: copies and the bias gradient from convolution_backward they lost: 0.73 s at 0.2%). CUDA: not
+#: measured, off.
+CROSSOVER_DENSITY = {"cpu": {"linear": 0.02, "kxk": 0.05}, "cuda": {}}
 
 #: Elements gathered per block (rows x tokens): 1 MiB per fp32 operand, small enough to stay in
-#: cache (1 << 18 ran 20-25% faster than 1 << 16 on CPU: fewer Python iterations).
+#: the last-level cache (1 << 18 ran 20-25% faster than 1 << 16 on CPU: fewer Python iterations).
 BLOCK_ELEMENTS = 1 << 18
 
 
-def supports(module: nn.Module, auto: bool = False) -> bool:
-    """Linear layers and zero-padded, ungrouped 2-D convolutions; with ``auto`` only those
-    where the sampled path can win (linear and 1x1 conv: a kxk conv needs one shifted copy of
-    its input per kernel offset)."""
+def supports(module: nn.Module) -> bool:
+    """Linear layers and zero-padded, ungrouped 2-D convolutions."""
     if type(module) is nn.Linear:
         return True
-    ok = (type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
-          and not isinstance(module.padding, str))
-    return ok and (not auto or tuple(module.kernel_size) == (1, 1))
+    return (type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
 
 
-def crossover_for(device: torch.device, setting) -> float:
-    """The density threshold for ``setting`` ("auto", a float, or None/False = off)."""
+def kind(module: nn.Module | None) -> str:
+    """The row of :data:`CROSSOVER_DENSITY` for a layer: "kxk" for a conv kernel larger than
+    1x1, else "linear"."""
+    big = isinstance(module, nn.Conv2d) and tuple(module.kernel_size) != (1, 1)
+    return "kxk" if big else "linear"
+
+
+def crossover_for(device: torch.device, setting, module: nn.Module | None = None) -> float:
+    """The density threshold for ``setting`` ("auto", a float, or None/False = off); "auto"
+    takes ``module``'s kind (a linear layer's when None)."""
     if setting is None or setting is False:
         return 0.0
     if setting == "auto":
-        return float(CROSSOVER_DENSITY.get(torch.device(device).type, 0.0))
+        return float(CROSSOVER_DENSITY.get(torch.device(device).type, {}).get(kind(module), 0.0))
     value = float(setting)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"sampled_wgrad must be 'auto', null or a density in [0, 1], got {setting!r}")

@@ -212,15 +212,12 @@ class SparseParameters:
         crossover density through :class:`~sara.core.sampled_grad.SampledWeightGrad` (weight
         gradient at the trained entries only); re-run after the selection changes."""
         self._uninstall_sampled()
-        limit = crossover_for(self.values.device, self.sampled_wgrad)
-        if limit <= 0:
-            return
         for prefix, mod in model.named_modules():
             name = f"{prefix}.weight" if prefix else "weight"
-            if (name not in self._params or self.count(name) == 0
-                    or not supports(mod, auto=self.sampled_wgrad == "auto")):
+            if name not in self._params or self.count(name) == 0 or not supports(mod):
                 continue
-            if self.count(name) / mod.weight.numel() >= limit:
+            if self.count(name) / mod.weight.numel() >= crossover_for(
+                    self.values.device, self.sampled_wgrad, mod):
                 continue
             layer = SampledLayer(mod, self.indices[name], functools.partial(self._add_grad, name))
             mod.forward = layer.forward  # instance attribute: nn.Module.__call__ uses it
@@ -550,7 +547,8 @@ def wrap(model: nn.Module, selection: Selection, keep_initial: bool = True, *,
     the weights hold ``|values|`` until the next sync after an update, and whole-tensor boolean
     masks are kept in memory. ``sampled_wgrad``: linear/conv layers whose trained share is below
     this density get their weight gradient at the trained entries only ("auto": the device's
-    measured crossover, :data:`~sara.core.sampled_grad.CROSSOVER_DENSITY`; None: never).
+    measured crossover for the layer's kind, :data:`~sara.core.sampled_grad.CROSSOVER_DENSITY`;
+    None: never).
     ``initial_storage``: where ``W0`` at the trained entries is kept ("auto": host memory on an
     accelerator, a temporary file on CPU; "device", "host", "disk"; :mod:`sara.core.initial`).
     """
