@@ -191,3 +191,22 @@ def test_conv_entries_channels_last_and_shape_change():
         x = torch.randn(*shape).to(memory_format=torch.channels_last)
         part, ref, _, _ = _layer_grads(conv, x, idx, torch.float32)
         torch.testing.assert_close(part, ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
+
+
+def test_linear_entries_with_strided_input_and_output_gradient():
+    # attention hands its projections transposed views: the [C, tokens] copies must see the
+    # same tokens in the same order for x and g whatever their strides
+    torch.manual_seed(0)
+    lin = nn.Linear(12, 10)
+    idx = torch.randperm(lin.weight.numel())[:40].sort().values
+    x = torch.randn(3, 12, 7).transpose(1, 2)                    # [3, 7, 12], strided
+    parts = []
+    layer = SampledLayer(lin, idx, parts.append)
+    g = torch.randn(3, 10, 7).transpose(1, 2)                    # [3, 7, 10], strided
+    xs = x.clone().requires_grad_(True)
+    gx_s, gb_s = torch.autograd.grad(layer.forward(xs), (xs, lin.bias), g)
+    xd = x.clone().requires_grad_(True)
+    gx_d, gw, gb_d = torch.autograd.grad(lin(xd), (xd, lin.weight, lin.bias), g)
+    torch.testing.assert_close(parts[0], gw.flatten()[idx], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gx_s, gx_d, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gb_s, gb_d, rtol=1e-6, atol=1e-6)

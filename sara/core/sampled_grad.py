@@ -130,10 +130,9 @@ class SampledWeightGrad(torch.autograd.Function):
         if isinstance(m, nn.Linear):
             if need_x:
                 gx = g.matmul(w)
+            gt, xt = _channel_major(g), _channel_major(x)          # [out | in, tokens]
             if need_b and ctx.has_bias:
-                gb = g.reshape(-1, g.shape[-1]).sum(0)
-            gt = g.reshape(-1, g.shape[-1]).t().contiguous()       # [out, tokens]
-            xt = x.reshape(-1, x.shape[-1]).t().contiguous()       # [in, tokens]
+                gb = gt.sum(1)
             starts = layer.starts(xt.shape, lambda: layer.cols * xt.shape[1])
             layer.accumulate(_dots(gt, xt.view(-1), layer.rows, starts))
         else:
@@ -150,6 +149,13 @@ class SampledWeightGrad(torch.autograd.Function):
         return gx, None, gb, None
 
 
+def _channel_major(t: Tensor) -> Tensor:
+    """``t`` [..., C] as a contiguous [C, tokens] copy, in one copy whatever ``t``'s strides (a
+    non-contiguous ``t``, e.g. from attention's head transposes, made ``reshape(-1, C).t()``
+    copy twice, the first time as a slow transpose)."""
+    return t.movedim(-1, 0).reshape(t.shape[-1], -1).contiguous()
+
+
 def _conv_operands(x: Tensor, g: Tensor, m: nn.Conv2d, layer: SampledLayer):
     """``dW[o, i, ky, kx]`` as one dot product of flat rows: the input, zero-padded and split
     into stride phases, stored as ``[phase_y, phase_x, in, N, Hq, Wq]``; the output gradient
@@ -162,8 +168,12 @@ def _conv_operands(x: Tensor, g: Tensor, m: nn.Conv2d, layer: SampledLayer):
     ho, wo = g.shape[-2:]
     hq, wq = -(-(h + 2 * ph) // sy), -(-(wd + 2 * pw) // sx)
     pads = (pw, wq * sx - wd - pw, ph, hq * sy - h - ph)
-    xp = F.pad(x, pads) if any(pads) else x
-    xs = xp.reshape(n, c, hq, sy, wq, sx).permute(3, 5, 1, 0, 2, 4).contiguous()
+    if (sy, sx) == (1, 1):  # one phase: pad the channel-major view in one copy, not two
+        xs = x.transpose(0, 1)
+        xs = (F.pad(xs, pads) if any(pads) else xs).contiguous()
+    else:
+        xp = F.pad(x, pads) if any(pads) else x
+        xs = xp.reshape(n, c, hq, sy, wq, sx).permute(3, 5, 1, 0, 2, 4).contiguous()
     gp = g.new_zeros(g.shape[1], n, hq, wq)
     gp[:, :, :ho, :wo] = g.transpose(0, 1)
     length = (n - 1) * hq * wq + (ho - 1) * wq + wo          # up to the last output pixel
