@@ -65,6 +65,25 @@ def test_grad_equals_masked_dense_grad_tiny_unet():
     _check_grads(m, unet_batch(), unet_loss, 0.05, ["conv_in.weight", "to_q.weight"])
 
 
+def test_sync_writes_exactly_the_values_and_nothing_else():
+    # sync's inlined index_copy_ path (contiguous weights) and write_entries' (channels_last)
+    m = convnet().to(memory_format=torch.channels_last)
+    sel = select(m, threshold=0.4)
+    sp = wrap(m, sel)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    with torch.no_grad():
+        sp.values.copy_(torch.randn_like(sp.values))
+    sp.sync()
+    for n, p in m.named_parameters():
+        expect = before[n].reshape(-1).clone()
+        idx = sel.indices[n].long()
+        if idx.numel():
+            expect[idx] = sp.values.detach()[sp.slice(n)]
+        assert torch.equal(p.detach().reshape(-1), expect), n
+    assert any(not sp.param(n).is_contiguous() for n in sp.names)
+    assert any(sp.param(n).is_contiguous() for n in sp.names)
+
+
 def test_grads_accumulate_over_backward_calls():
     m = mlp()
     ref = copy.deepcopy(m)
