@@ -343,12 +343,7 @@ class SparseParameters:
             v = v.abs()
         for n in self.names:
             p = self._params[n]
-            idx, part = self._index(n, p.device), v[self._slices[n]]
-            # write_entries' common path inlined: this runs for every tensor at every step
-            if p.is_contiguous() and p.dtype == v.dtype and p.device == v.device:
-                p.view(-1).index_copy_(0, idx.long(), part)
-            else:
-                write_entries(p, idx, part)
+            write_entries(p, self._index(n, p.device), v[self._slices[n]])
         self._synced_version = self.values._version
 
     def clear_dense_grads(self) -> None:
