@@ -23,7 +23,8 @@ def threshold_table(df):
     if d.empty:
         return d
     keys = ["backbone", "dataset", "theta"]
-    m = mean_over_seeds(d, keys, ["fid", "clip_score", "trainable_params", "denoiser_params"])
+    # lr: the rate each θ trained at (Eq. 12 unless overridden)
+    m = mean_over_seeds(d, keys, ["fid", "clip_score", "trainable_params", "denoiser_params", "lr"])
     m = vlhi_groups(m, ["backbone", "dataset"], "fid", "clip_score", "vlhi")
     return m.sort_values(keys).reset_index(drop=True)
 
@@ -52,6 +53,9 @@ def main(argv=None):
             bold.append([False] + best_mask(list(vals), lower))
         if share is not None:
             cells.append(["trainable %"] + [fmt(v, 2) for v in share])
+            bold.append([False] * (len(th) + 1))
+        if has_metric(g, "lr"):
+            cells.append(["learning rate"] + [sci(v) if v == v else "–" for v in g["lr"]])
             bold.append([False] * (len(th) + 1))
         sections.append({"title": f"backbone {bb}, dataset {ds}", "header": ["θ"] + th, "cells": cells, "bold": bold,
                          "caption": f"Threshold sweep, {bb} / {ds} (Table 8)", "label": f"tab:threshold-{bb}-{ds}"})

@@ -498,3 +498,16 @@ def test_backbone_claim_needs_seeds(table):
     more = [bb.assign(seed=s, fid=np.where(bb["method"] == "sara", 10.0, 20.0) + s * 0.1) for s in (0, 1, 2)]
     d = pd.concat([df[~df.index.isin(bb.index)]] + more, ignore_index=True)
     assert {r["id"]: r for r in claims(d)}["C18"]["verdict"] == "reproduced"
+
+
+def test_table8_shows_the_rate_each_threshold_trained_at(table, tmp_path):
+    """Eq. 12 gives every θ its own rate (vanishing at large θ): Table 8 prints it beside the
+    trainable share, from each run's recorded `lr`."""
+    df = pd.read_csv(table, low_memory=False)
+    th = df["experiment"].astype(str).eq("threshold")
+    theta = pd.to_numeric(df.loc[th, "threshold"])
+    df.loc[th, "lr"] = 1e-3 * np.exp(-350 * theta)
+    df.to_csv(tmp_path / "r.csv", index=False)
+    _run("table8_threshold", ["--results", str(tmp_path / "r.csv"), "--out", str(tmp_path)])
+    row = next(r for r in (tmp_path / "table8_threshold.md").read_text().splitlines() if r.startswith("| learning rate"))
+    assert row.split("|")[2:4] == [" 9e-04 ", " 8e-04 "] and "6e-19" in row
