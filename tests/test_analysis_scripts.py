@@ -511,3 +511,21 @@ def test_table8_shows_the_rate_each_threshold_trained_at(table, tmp_path):
     _run("table8_threshold", ["--results", str(tmp_path / "r.csv"), "--out", str(tmp_path)])
     row = next(r for r in (tmp_path / "table8_threshold.md").read_text().splitlines() if r.startswith("| learning rate"))
     assert row.split("|")[2:4] == [" 9e-04 ", " 8e-04 "] and "6e-19" in row
+
+
+def test_a_method_outside_the_paper_does_not_move_its_style_claims(table, tmp_path):
+    """The style claims are judged among the paper's own methods: an added peft method (here a
+    SHiRA far better than every other) shows in the peers' table, not in C1-C5."""
+    df = pd.read_csv(table, low_memory=False)
+    sara = df[df["experiment"].astype(str).eq("style") & df["method"].eq("sara")].copy()
+    better = sara.assign(method="shira", fid=sara["fid"] * 0.5, clip_score=sara["clip_score"] + 10,
+                         run_dir=sara["run_dir"].astype(str).str.replace("/sara/", "/shira/"))
+    pd.concat([df, better], ignore_index=True).to_csv(tmp_path / "with_shira.csv", index=False)
+    before = _claims(table, tmp_path / "before")
+    after = _claims(tmp_path / "with_shira.csv", tmp_path / "after")
+    for cid in ("C1", "C2", "C3", "C4", "C5"):
+        assert (after[cid]["verdict"], after[cid]["evidence"]) == (before[cid]["verdict"], before[cid]["evidence"])
+    _run("table1_style", ["--results", str(tmp_path / "with_shira.csv"), "--out", str(tmp_path), "--name",
+                          "table1_peers", "--methods", "full,lora,adaptformer,lt_sft,shira,super_tuning,sara",
+                          "--requires", "shira,super_tuning"])
+    assert "SHiRA" in (tmp_path / "table1_peers.md").read_text()
