@@ -26,13 +26,12 @@ from torch import Tensor, nn
 #: Density below which a layer's weight gradient is computed at its trained entries only
 #: ("auto"), per device type and layer kind: "linear" (linear and 1x1 conv) and "kxk" (larger
 #: conv kernels). CPU, ``memory_speed.py``'s crossover on SD 1.5's layer shapes (256 px, batch 4,
-#: one thread, process CPU seconds, forward + weight-gradient work summed over the layers):
-#: linear and 1x1 (benchmarks/results/sd15_cpu_crossover.json) 0.46-0.49 s sampled against 0.69 s
-#: dense from 0.2% to 1% density, 0.65 s at 2%, 0.99 s at 5%; 3x3 convs (median of 3 runs,
-#: benchmarks/results/sd15_cpu_crossover_conv.json) 0.29 s at 0.2%, 0.35 s at 1%, 0.41 s at 2%,
-#: 0.62 s at 5% against 0.70 s dense (5% is the largest density measured; with shifted input
-#: copies and the bias gradient from convolution_backward they lost: 0.73 s at 0.2%). CUDA: not
-#: measured, off.
+#: one thread, process CPU seconds, forward + weight-gradient work summed over the layers; median
+#: of 3 runs, benchmarks/results/sd15_cpu_crossover_conv.json): linear and 1x1 0.42-0.46 s sampled
+#: against 0.67 s dense from 0.2% to 1% density, 0.53 s at 2%, 0.68 s at 5%; 3x3 convs 0.29 s at
+#: 0.2%, 0.35 s at 1%, 0.41 s at 2%, 0.62 s at 5% against 0.70 s dense (5% is the largest density
+#: measured; with shifted input copies and the bias gradient from convolution_backward they lost:
+#: 0.73 s at 0.2%). CUDA: not measured, off.
 CROSSOVER_DENSITY = {"cpu": {"linear": 0.02, "kxk": 0.05}, "cuda": {}}
 
 #: Elements gathered per block (rows x tokens): 1 MiB per fp32 operand, small enough to stay in
