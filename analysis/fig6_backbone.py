@@ -85,14 +85,16 @@ def _backbone_best(df):
         best = t.loc[t["fid"].idxmin(), "label"]
         pre = g[g["label"] == "pretrained"]["fid"]
         runs = d[(d["backbone"] == bb) & (d["label"] != "pretrained")]
+        pairs = []
         for other in sorted(set(t["label"]) - {"sara"}):
             c = compare(runs.loc[runs["label"] == "sara", "fid"].astype(float),
                         runs.loc[runs["label"] == other, "fid"].astype(float), lower_is_better=True)
             parts.append(verdict_better(c, "a"))
+            pairs.append(c.describe("fid", ("SaRA", method_label(other))))
         rows.append(f"{bb}: best {method_label(best)} {fmt(t['fid'].min())}, SaRA "
                     f"{fmt(float(t[t['label'] == 'sara']['fid'].iloc[0]))}"
                     + (f", pre-trained {fmt(float(pre.iloc[0]))}" if len(pre) else "")
-                    + f" (seeds per method: {int(runs.groupby('label').size().min())})")
+                    + f" (seeds per method: {int(runs.groupby('label').size().min())}); " + "; ".join(pairs))
     return combine(parts), "; ".join(rows)
 
 
