@@ -66,7 +66,7 @@ def test_grad_equals_masked_dense_grad_tiny_unet():
 
 
 def test_sync_writes_exactly_the_values_and_nothing_else():
-    # sync's inlined index_copy_ path (contiguous weights) and write_entries' (channels_last)
+    # write_entries' index_copy_ path (contiguous weights) and its index_put_ path (channels_last)
     m = convnet().to(memory_format=torch.channels_last)
     sel = select(m, threshold=0.4)
     sp = wrap(m, sel)
