@@ -14,13 +14,10 @@ Each invocation appends one run to ``--json`` and rewrites the medians over the 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -29,20 +26,10 @@ for p in (REPO, REPO / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from code_at_ref import module_at  # noqa: E402
+
 SUMMARY = ("dense_s", "sampled_s", "crossover_density",
            "dense_s_conv3x3", "sampled_s_conv3x3", "crossover_density_conv3x3")
-
-
-def _module_at(ref: str):
-    """``sara.core.sampled_grad`` as it is at git ``ref``, loaded under another name."""
-    src = subprocess.run(["git", "show", f"{ref}:sara/core/sampled_grad.py"], cwd=REPO,
-                         check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "sampled_grad_ref.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("sampled_grad_ref", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _median(runs: list[dict]) -> dict:
@@ -81,7 +68,7 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()}, {platform.processor() or '?'}", "runs": []}
     impls = {"new": current.SampledLayer}
     if args.compare:
-        impls["old"] = _module_at(args.compare).SampledLayer
+        impls["old"] = module_at(args.compare, "sampled_grad").SampledLayer
     order = list(impls) if len(rec["runs"]) % 2 == 0 else list(impls)[::-1]
     run = {"order": order}
     for name in order:

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -29,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import memory_speed as ms  # noqa: E402
+from code_at_ref import module_at  # noqa: E402
 
 TIMES: dict[str, float] = defaultdict(float)
 ORIG: dict = {}  # (owner, attr) -> the function before it was timed
@@ -63,18 +61,6 @@ def instrument() -> None:
     _timed(torch.optim.AdamW, "step", "adamw")
 
 
-def _module_at(ref: str, name: str):
-    """``sara.core.<name>`` as it is at git ``ref``, loaded beside the current one."""
-    src = subprocess.run(["git", "show", f"{ref}:sara/core/{name}.py"], cwd=REPO, check=True,
-                         capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / f"{name}_ref.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(f"sara.core._{name}_ref", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _swap(ref_mods):
     """Install, timed, the ``ref`` versions (with None: the current ones) of the swapped parts."""
     from sara.core import sampled_grad, sparse
@@ -97,8 +83,8 @@ def profile(method: str, arch: str, budget: str, bs: int, res: int, steps: int, 
     target = ms.scaled_target(budget, sum(p.numel() for p in model.parameters()))
     prep = ms.prepare(method, model, target, "cpu", None)
     latents, t, text, noise = ms._inputs(model, bs, res, "cpu")
-    ref = None if compare is None else (_module_at(compare, "sparse"),
-                                        _module_at(compare, "sampled_grad"))
+    ref = None if compare is None else (module_at(compare, "sparse"),
+                                        module_at(compare, "sampled_grad"))
     runs, ref_runs = [], []
     for i in range(2 * (warmup + steps) if ref else warmup + steps):
         use_ref = ref is not None and i % 2 == 1
