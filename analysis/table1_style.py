@@ -9,8 +9,7 @@ averaged first. Reads the `style` experiment rows. Writes ``<name>.{md,tex,csv}`
 ``<name>_mean_vlhi.{png,pdf}``.
 
     python -m analysis.table1_style --results results.csv --out outputs/analysis/style
-    python -m analysis.table1_style --results results.csv --quality bvqa --name table6_bvqa \
-        --methods full,dora,lora,adaptformer,lt_sft,sara      # Table 6
+    python -m analysis.table1_style --results results.csv --name table6_bvqa     # Table 6 (a preset: TABLES)
 """
 from __future__ import annotations
 
@@ -23,20 +22,36 @@ from .common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, budge
 from .verdicts import (INCONCLUSIVE, NOT_RUN, NOT_TESTABLE, Claim, better_by_seeds, combine, evaluate, paper_verdict,
                        value_of, verdict)
 
+#: The methods of the paper's style tables (1, 4, 5, 6): its claims are judged among these only,
+#: so a method the suite adds (peft's SHiRA, Super-Tuning) neither wins them nor moves their VLHI.
 TABLE1_METHODS = ["full", "lora", "adaptformer", "lt_sft", "sara"]
+TABLE4_METHODS = TABLE1_METHODS + ["dora", "diffpruning"]
+
+#: The generated tables by output name: their methods (row order follows analysis.common), the
+#: methods of which one must have runs (else "No results yet": without them the table is Table 1),
+#: and the text-alignment metric. ``--methods`` / ``--requires`` / ``--quality`` override a preset.
+TABLES = {
+    "table1_style": {"methods": TABLE1_METHODS, "requires": [], "quality": "clip_score"},
+    "table4_style": {"methods": TABLE4_METHODS, "requires": ["dora", "diffpruning"], "quality": "clip_score"},
+    "table6_bvqa": {"methods": ["full", "dora", "lora", "adaptformer", "lt_sft", "sara"], "requires": [],
+                    "quality": "bvqa"},
+    "table1_peers": {"methods": TABLE1_METHODS + ["shira", "super_tuning"], "requires": ["shira", "super_tuning"],
+                     "quality": "clip_score"},
+}
 
 
 def parser():
     ap = arg_parser(__doc__.split("\n\n")[0], "outputs/analysis/style")
-    ap.add_argument("--quality", default="clip_score", choices=["clip_score", "bvqa"],
-                    help="text-alignment metric in VLHI (Table 6: bvqa)")
+    ap.add_argument("--name", default=None,
+                    help=f"output file stem; one of {', '.join(TABLES)} also sets the methods, --requires and "
+                         f"--quality of that table (default table1_style, with --quality bvqa table6_bvqa)")
+    ap.add_argument("--quality", default=None, choices=["clip_score", "bvqa"],
+                    help="text-alignment metric in VLHI (default: the preset's, else clip_score)")
     ap.add_argument("--methods", default=None,
-                    help="comma-separated method ids to include (default: every method present)")
-    ap.add_argument("--name", default=None, help="output file stem (default table1_style / table6_bvqa)")
+                    help="comma-separated method ids to include (default: the preset's, else every method present)")
     ap.add_argument("--requires", default=None,
-                    help="comma-separated method ids of which at least one must have runs (Table 4: dora,diffpruning; "
-                         "the peers' table: shira,super_tuning); "
-                         "else the table reads 'No results yet'")
+                    help="comma-separated method ids of which at least one must have runs, else the table reads "
+                         "'No results yet' (default: the preset's)")
     return ap
 
 
@@ -126,12 +141,14 @@ def sections_for(long, quality, base=None):
 def main(argv=None):
     args = parser().parse_args(argv)
     out = out_dir(args.out)
-    name = args.name or ("table1_style" if args.quality == "clip_score" else "table6_bvqa")
+    name = args.name or ("table6_bvqa" if args.quality == "bvqa" else "table1_style")
+    preset = TABLES.get(name, {})
+    args.quality = args.quality or preset.get("quality", "clip_score")
     base_df, df = split_base(rows_of(load(args.results), args.experiment or "style"))
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else preset.get("methods")
     if df.empty or not has_metric(df, "fid", args.quality):
         return write_missing(out, name, f"no `style` runs with FID and {args.quality} in the results table")
-    required = [m.strip() for m in args.requires.split(",")] if args.requires else []
+    required = [m.strip() for m in args.requires.split(",")] if args.requires else preset.get("requires", [])
     if required and not set(required) & set(df["method"]):
         return write_missing(out, name, f"no {', '.join(method_label(m) for m in required)} `style` runs; "
                                         "without them this table is Table 1")
@@ -195,11 +212,6 @@ def _write(out, name, secs, quality):
 
 
 PEFT_EXCLUDE = {"full", "none", "pretrained", "base"}
-
-#: The methods of the paper's style tables (1, 4, 5, 6): its claims are judged among these only,
-#: so a method the suite adds (peft's SHiRA, Super-Tuning) neither wins them nor moves their VLHI.
-TABLE1_METHODS = ["full", "lora", "adaptformer", "lt_sft", "sara"]
-TABLE4_METHODS = TABLE1_METHODS + ["dora", "diffpruning"]
 
 
 def _style(df, quality="clip_score", methods=None):

@@ -7,7 +7,7 @@ SWEEPS=(
 )
 RESULTS_OF=style  # the bvqa runs join the style experiment
 ANALYSES=(
-  "table1_style --name table4_style --methods full,lora,dora,adaptformer,lt_sft,diffpruning,sara --requires dora,diffpruning"
-  "table1_style --quality bvqa --name table6_bvqa --methods full,dora,lora,adaptformer,lt_sft,sara"
+  "table1_style --name table4_style"
+  "table1_style --name table6_bvqa"
 )
 source "$(dirname "$0")/run_experiment.sh"

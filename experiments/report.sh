@@ -54,11 +54,11 @@ run lr_table              --results "$table" --out "$out/lr_search" --tables "$o
 run fig2_pruning          --results "$table" --out "$out/pruning"
 run fig3_migration        --results "$table" --out "$out/migration"
 run fig6_backbone         --results "$table" --out "$out/backbone"
-run table1_style          --results "$table" --out "$out/style" --methods full,lora,adaptformer,lt_sft,sara
 run style_samples         --results "$table" --out "$out/style" --budget 50M --methods full,lora,adaptformer,lt_sft,sara
-run table1_style          --results "$table" --out "$out/style" --name table1_peers --methods full,lora,adaptformer,lt_sft,shira,super_tuning,sara --requires shira,super_tuning
-run table1_style          --results "$table" --out "$out/style" --name table4_style --methods full,lora,dora,adaptformer,lt_sft,diffpruning,sara --requires dora,diffpruning
-run table1_style          --results "$table" --out "$out/style" --quality bvqa --name table6_bvqa --methods full,dora,lora,adaptformer,lt_sft,sara
+run table1_style          --results "$table" --out "$out/style"  # Table 1; below, the other presets of its TABLES
+run table1_style          --results "$table" --out "$out/style" --name table1_peers
+run table1_style          --results "$table" --out "$out/style" --name table4_style
+run table1_style          --results "$table" --out "$out/style" --name table6_bvqa
 run table2_ablation       --results "$table" --out "$out/ablation"
 run table9_rank           --results "$table" --out "$out/ablation"
 run table8_threshold      --results "$table" --out "$out/threshold"

@@ -8,7 +8,8 @@ SWEEPS=(
   "+experiment=style method=full budget=none train.steps=0 experiment_name=style--base"   # the pre-trained row
 )
 ANALYSES=(
-  "table1_style --methods full,lora,adaptformer,lt_sft,sara"
+  "table1_style"
+  "table1_style --name table1_peers"
   "style_samples --budget 50M --n 6 --tile 44 --methods full,lora,adaptformer,lt_sft,sara"
 )
 source "$(dirname "$0")/run_experiment.sh"

@@ -85,17 +85,26 @@ def test_script_writes_its_files(name, table, tmp_path):
 
 
 def test_table6_with_bvqa(table, tmp_path):
-    _run("table1_style", ["--results", str(table), "--out", str(tmp_path), "--quality", "bvqa",
-                          "--methods", "full,dora,lora,adaptformer,lt_sft,sara"])
+    _run("table1_style", ["--results", str(table), "--out", str(tmp_path), "--name", "table6_bvqa"])
     md = (tmp_path / "table6_bvqa.md").read_text()
     assert "B-VQA" in md and "DoRA" in md and "DiffPruning" not in md
+
+
+def test_table_presets_pick_the_methods_and_options_override_them(table, tmp_path):
+    """`--name` of a known table sets its methods (Table 1: the paper's five, no DoRA);
+    `--methods` replaces the preset's list."""
+    _run("table1_style", ["--results", str(table), "--out", str(tmp_path / "preset")])
+    md = (tmp_path / "preset" / "table1_style.md").read_text()
+    assert "SaRA" in md and "DoRA" not in md and "DiffPruning" not in md
+    _run("table1_style", ["--results", str(table), "--out", str(tmp_path / "own"), "--methods", "sara,dora"])
+    md = (tmp_path / "own" / "table1_style.md").read_text()
+    assert "DoRA" in md and "LT-SFT" not in md
 
 
 def test_table4_needs_one_of_its_own_methods(table, tmp_path):
     """Table 4 is Table 1 plus DoRA and DiffPruning: without runs of either it says so instead
     of repeating Table 1 under another name."""
-    args = ["--name", "table4_style", "--methods", "full,lora,dora,adaptformer,lt_sft,diffpruning,sara",
-            "--requires", "dora,diffpruning"]
+    args = ["--name", "table4_style"]
     _run("table1_style", ["--results", str(table), "--out", str(tmp_path / "with")] + args)
     assert "Table 4" in (tmp_path / "with" / "table4_style.md").read_text()
     df = pd.read_csv(table)
@@ -526,6 +535,5 @@ def test_a_method_outside_the_paper_does_not_move_its_style_claims(table, tmp_pa
     for cid in ("C1", "C2", "C3", "C4", "C5"):
         assert (after[cid]["verdict"], after[cid]["evidence"]) == (before[cid]["verdict"], before[cid]["evidence"])
     _run("table1_style", ["--results", str(tmp_path / "with_shira.csv"), "--out", str(tmp_path), "--name",
-                          "table1_peers", "--methods", "full,lora,adaptformer,lt_sft,shira,super_tuning,sara",
-                          "--requires", "shira,super_tuning"])
+                          "table1_peers"])
     assert "SHiRA" in (tmp_path / "table1_peers.md").read_text()
