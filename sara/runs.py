@@ -268,7 +268,7 @@ def _setup(plain: dict, tcfg: Any, diag: dict, accelerator, run_dir: Path) -> _S
         steps=tcfg.steps, seed=seed,
         extra={"backbone": backbone, "accelerator": accelerator, "run_dir": run_dir,
                "batch_size": tcfg.batch_size, "lr": tcfg.lr,
-               "max_grad_norm": tcfg.max_grad_norm,
+               "max_grad_norm": tcfg.max_grad_norm, "progress": tcfg.progress and accelerator.is_main_process,
                "class_noun": custom.class_noun if custom is not None else None})
     method = hydra.utils.instantiate(plain["method"], _convert_="all")
     migration = None

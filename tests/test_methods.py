@@ -282,6 +282,17 @@ def test_calibration_methods_need_a_context(base):
             make(name).apply(copy.deepcopy(base), budget=100, ctx=None)
 
 
+@pytest.mark.parametrize("name,desc", [("lt_sft", "lt_sft phase 1"), ("diffpruning", "diffpruning gates")])
+def test_calibration_phase_shows_progress_when_the_trainer_does(name, desc, base, batch, capsys):
+    """A calibration phase inside apply() is as long as the training: silent, a run looks stuck."""
+    for progress in (False, True):
+        c = PrepareContext(loss_fn=loss_fn, batches=itertools.repeat(batch), steps=STEPS, seed=0,
+                           extra={"progress": progress})
+        make(name).apply(copy.deepcopy(base), budget=BUDGET, ctx=c)
+        err = capsys.readouterr().err
+        assert (desc in err) == progress, err
+
+
 def test_fishmask_splits_batches_into_single_samples(base, batch):
     from sara.methods._util import split_batch
 

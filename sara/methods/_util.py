@@ -1,7 +1,6 @@
 """Small helpers shared by the method implementations (no Hydra, no diffusers imports)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -78,6 +77,16 @@ def need_ctx(ctx, method: str, what: str) -> tuple:
         raise ValueError(f"method {method!r} runs a {what} inside apply(): it needs "
                          "ctx=PrepareContext(loss_fn=..., batches=..., steps=...)")
     return ctx.loss_fn, ctx.batches
+
+
+def phase_steps(ctx, steps: int, desc: str) -> Iterator[int]:
+    """``range(steps)`` for a calibration phase inside ``apply``, with a progress bar when the
+    trainer shows one (``ctx.extra["progress"]``): such a phase is as long as the training itself."""
+    if not (ctx is not None and ctx.extra.get("progress")):
+        return iter(range(steps))
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(range(steps), desc=desc, dynamic_ncols=True, mininterval=1.0))
 
 
 def next_batch(batches: Iterator[Any]) -> Any:

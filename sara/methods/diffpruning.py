@@ -27,7 +27,7 @@ from sara.core import Selection, select_from_scores
 from sara.core.selection import index_dtype, resolve_params
 from sara.core.sparse import read_entries
 
-from ._util import freeze, need_ctx, next_batch, reject_nonfinite, resolve_steps
+from ._util import freeze, need_ctx, next_batch, phase_steps, reject_nonfinite, resolve_steps
 from .base import PrepareContext
 from .selective import SparseMethod
 
@@ -97,7 +97,7 @@ class DiffPruning(SparseMethod):
                 {"params": [g.log_alpha for g in gates.values()], "lr": self.alpha_lr}])
             first = last = None
             denoiser.train()
-            for i in range(steps):
+            for i in phase_steps(ctx, steps, f"{self.name} gates"):
                 batch = next_batch(batches)
                 with parametrize.cached():  # one gate sample per tensor per step
                     task = loss_fn(denoiser, batch)

@@ -29,7 +29,7 @@ from sara.core.norms import affine_partners, drop_grad
 from sara.core.selection import index_dtype, resolve_params
 from sara.core.sparse import read_entries, write_entries
 
-from ._util import freeze, need_ctx, next_batch, reject_nonfinite, resolve_steps
+from ._util import freeze, need_ctx, next_batch, phase_steps, reject_nonfinite, resolve_steps
 from .base import PrepareContext
 from .selective import SparseMethod, entries_from_state
 
@@ -100,7 +100,7 @@ class LTSFT(SparseMethod):
         clip = ctx.extra.get("max_grad_norm")
         losses = []
         denoiser.train()
-        for i in range(steps):
+        for i in phase_steps(ctx, steps, f"{self.name} phase 1"):
             loss = loss_fn(denoiser, next_batch(batches))
             reject_nonfinite(loss, self.name, i)
             loss.backward()
