@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .common import arg_parser, fmt, load, markdown_table, num, out_dir, rows_of, write_missing
-from .table7_custom import pooled_count
+from .table7_custom import current_ground_truth, pooled_count
 
 NAME = "custom_settings"
 
@@ -30,6 +30,7 @@ def parser():
 
 def build(df: pd.DataFrame, method: str) -> pd.DataFrame:
     """One row per setting (variant) of ``method`` and one for the pre-trained model."""
+    df = current_ground_truth(df)
     df = df[num(df, "subject_fidelity").notna()].copy()
     df["variant"] = df["variant"].fillna("").astype(str)
     base = df["variant"].eq("base")

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sara.data.subjects import GROUND_TRUTH
 from sara.metrics.clip_i_t import load_reported_custom, reproduce_table7, vlhi_custom
 from sara.stats import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, decide
 
@@ -53,13 +54,26 @@ PAPER_SOURCE = "App. D, Table 7 / Fig. 14"
 
 
 # --------------------------------------------------------------------------- loading
+GROUND_TRUTH_COLUMNS = ("subject_fidelity", "subject_score", "language_drift")
+
+
+def current_ground_truth(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the ground-truth columns emptied where another detector version than
+    :data:`sara.data.subjects.GROUND_TRUTH` (or none recorded) scored them (rescore: ``python -m
+    sara.customisation_checks ground-truth RUN_DIR``)."""
+    cols = [c for c in GROUND_TRUTH_COLUMNS if c in df]
+    version = df["ground_truth"] if "ground_truth" in df else pd.Series(np.nan, index=df.index)
+    return df.assign(**{c: df[c].where(version.eq(GROUND_TRUTH)) for c in cols})
+
+
 def runs_from_results(results: pd.DataFrame) -> pd.DataFrame:
     """The customisation rows of a results table (``python -m sara.results``; the committed
     ``results/embedded/runs.csv``), one per subject and row: ``subject`` (the dataset), ``row``
-    (the method, or ``base`` for the pre-trained model: the ``base`` variant), the metrics; runs of
-    any other variant (``experiment_name=custom--<variant>``) are left out. A cell run with several
-    seeds keeps its last seed (Table 7 has one training seed per cell)."""
+    (the method, or ``base`` for the pre-trained model: the ``base`` variant), the metrics
+    (:func:`current_ground_truth`); runs of any other variant (``experiment_name=custom--<variant>``)
+    are left out. A cell run with several seeds keeps its last seed (one training seed per cell)."""
     d = results[results["experiment"] == EXPERIMENT] if "experiment" in results else results.iloc[:0]
+    d = current_ground_truth(d)
     if "clip_i" in d:
         d = d[d["clip_i"].notna()]
     variant = d["variant"].fillna("") if "variant" in d else pd.Series("", index=d.index)

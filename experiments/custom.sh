@@ -8,7 +8,7 @@
 # Outputs: outputs/runs/custom*/..., outputs/results/custom.csv, outputs/analysis/custom/
 # (table7.md, fig14_custom.png, table7_claims.md)
 PREFLIGHT=(
-  "sara.customisation check"   # real scale: one line naming missing SD weights / CLIP ViT-L/14
+  "sara.customisation_checks check"   # real scale: one line naming missing SD weights / CLIP ViT-L/14
 )
 SWEEPS=(
   "+experiment=custom"                                                   # LoRA, AdaptFormer, LT-SFT, SaRA

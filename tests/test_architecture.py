@@ -148,7 +148,7 @@ LAYERS = {
     "sara.analysis_math": 3, "sara.results": 3, "sara.stats": 3, "sara.lr_search": 3,
     "sara.weights": 3,
     "sara.hooks": 4, "sara.preflight": 4, "sara.export": 4, "sara.customisation": 4,
-    "sara.runs": 5, "sara.cli": 5,
+    "sara.runs": 5, "sara.cli": 5, "sara.customisation_checks": 5,
     "sara": 6,  # the package's public API
 }
 

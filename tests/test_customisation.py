@@ -2,12 +2,14 @@
 Inversion (one row trained, diffusers-loadable embedding), VLHI of Table 7, bad inputs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sara.data import subjects as S
 from sara.data.folder import DatasetError
@@ -71,6 +73,79 @@ def test_detector_tells_subjects_apart(subject_root):
     for i in range(100):  # the domain's flat objects are never a subject
         img = render(sample_scene(scene_rng(0, 0, i)), 32)
         assert not any(S.detect_subject(img, s)["present"] for s in S.SUBJECTS.values())
+
+
+def test_detector_finds_the_pattern_in_drifted_colours_and_nothing_else():
+    """Generated subjects keep their pattern while their colours drift: the detector finds
+    renders with both colours moved by 60 (RGB), never another subject or the domain's scenes,
+    and rarely the subject's shape and colours drawn with another pattern."""
+    res = S.validate_detector(n=12)
+    assert res["found_min"] >= 0.9 and res["false_max"] <= 0.05, res
+    for r in res["per_subject"].values():
+        assert r["found_colour_shifted"] >= 0.9 and r["false_other_subjects"] == r["false_domain_scenes"] == 0.0, res
+    spec = S.SUBJECTS["twotone_square"]
+    img = S.heldout_subject_image("twotone_square", 0, 0, 32)
+    assert S.detect_subject(img, spec)["present"]
+    swapped = S.render_subject(dataclasses.replace(spec, colour_a=spec.colour_b, colour_b=spec.colour_a),
+                               np.random.default_rng(0), 32)
+    assert not S.detect_subject(swapped, spec)["present"]  # teal left, magenta right: not the subject
+
+
+def _finished_custom_run(root, subject="striped_circle", shown=True):
+    """A customisation run directory as a run leaves it: samples + prompts.jsonl + result.json
+    (the subject's renders for its prompts when ``shown``, blank canvases for the class prompts)."""
+    from sara.customisation import eval_prompts
+    from sara.sample import PROMPTS_FILE
+
+    spec = S.SUBJECTS[subject]
+    rows = eval_prompts("sks", spec.class_noun, 2, 3)
+    samples = root / "samples"
+    samples.mkdir(parents=True)
+    lines = []
+    for i, r in enumerate(rows):
+        img = (S.heldout_subject_image(subject, i, 0, 32) if shown and r["kind"] != "class"
+               else np.full((32, 32, 3), 200, np.uint8))
+        Image.fromarray(img).save(samples / f"{i:05d}.png")
+        lines.append(json.dumps({"file_name": f"{i:05d}.png", "text": r["text"]}))
+    (samples / PROMPTS_FILE).write_text("\n".join(lines) + "\n")
+    rec = {"dataset": subject, "status": "complete",
+           "metrics": {"clip_i": 0.5, "subject_fidelity": 0.0, "subject_score": 0.0, "language_drift": 0.0},
+           "eval_info": {"identifier": "sks", "class_noun": spec.class_noun, "eval_seeds": 2},
+           "config": {"custom": {"drift_samples": 3}, "eval": {"metrics": ["clip_i", "subject_fidelity",
+                                                                       "language_drift"]}}}
+    (root / "result.json").write_text(json.dumps(rec))
+    return root
+
+
+def test_ground_truth_rescores_a_finished_run(tmp_path, capsys):
+    from sara.customisation_checks import main, rescore_ground_truth
+
+    run = _finished_custom_run(tmp_path / "run")
+    out = rescore_ground_truth(run)
+    rec = json.loads((run / "result.json").read_text())
+    assert out["subject_fidelity"] > 0.8 and out["language_drift"] == 0.0
+    assert rec["metrics"]["ground_truth"] == S.GROUND_TRUTH and rec["metrics"]["clip_i"] == 0.5
+    assert rec["metrics"]["ground_truth_previous"] == {"subject_fidelity": 0.0, "subject_score": 0.0,
+                                                       "language_drift": 0.0, "ground_truth": "colour-1"}
+    rescore_ground_truth(run)  # again: the first previous values stay
+    assert json.loads((run / "result.json").read_text())["metrics"]["ground_truth_previous"]["ground_truth"] == "colour-1"
+    other = _finished_custom_run(tmp_path / "other", "twotone_square")
+    (other / "samples" / "prompts.jsonl").write_text((run / "samples" / "prompts.jsonl").read_text())
+    assert main(["ground-truth", str(other), str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert "not this run's evaluation prompts" in err and "no result.json" in err and "Traceback" not in err
+
+
+def test_table7_ignores_fidelity_of_another_ground_truth():
+    import pandas as pd
+
+    from analysis.table7_custom import current_ground_truth
+
+    df = pd.DataFrame({"subject_fidelity": [0.5, 0.4, 0.3], "language_drift": [0.1, 0.1, 0.1], "clip_i": [1.0] * 3,
+                       "ground_truth": [S.GROUND_TRUTH, "colour-1", np.nan]})
+    out = current_ground_truth(df)
+    assert out["subject_fidelity"].tolist()[0] == 0.5 and out["subject_fidelity"].iloc[1:].isna().all()
+    assert out["language_drift"].iloc[1:].isna().all() and out["clip_i"].tolist() == [1.0] * 3
 
 
 def test_bad_subject_folders(tmp_path):
@@ -348,7 +423,7 @@ def test_vlhi_custom_orders():
 
 
 def test_check_weights_one_line(monkeypatch, tmp_path):
-    from sara.customisation import check_weights
+    from sara.customisation_checks import check_weights
 
     monkeypatch.setenv("SARA_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.delenv("SARA_CLIP_PATH", raising=False)
@@ -376,7 +451,7 @@ def test_run_custom_smoke(method, tmp_path):
 
 @pytest.mark.slow
 def test_clip_i_tells_the_subjects_apart():
-    from sara.customisation import validate_clip_i
+    from sara.customisation_checks import validate_clip_i
 
     res = validate_clip_i(n_per_subject=30)
     assert res["share_correct"] >= 0.95, res
@@ -394,6 +469,7 @@ def _table7_rows(base_fidelity: float = 0.0) -> list[dict]:
             rows.append({"experiment": "custom", "variant": "", "dataset": subject, "method": method, "seed": 0,
                          "clip_i": ci + rng.normal(0, 0.01), "clip_i_se": 0.01, "clip_t": ct + rng.normal(0, 0.5),
                          "clip_t_se": 0.5, "subject_fidelity": 0.5, "language_drift": 0.1, "n_images": 20,
+                         "ground_truth": S.GROUND_TRUTH,
                          "n_class_images": 10, "steps": 300 if method == "full" else 100,
                          "lr": 2e-4 if method == "full" else "eq12" if method == "textual_inversion" else 4e-4,
                          "config.method.lr": 5e-3 if method == "textual_inversion" else 1e-4,
@@ -403,7 +479,7 @@ def _table7_rows(base_fidelity: float = 0.0) -> list[dict]:
         rows.append({"experiment": "custom", "variant": "base", "dataset": subject, "method": "full", "seed": 0,
                      "clip_i": 0.3, "clip_i_se": 0.01, "clip_t": 61, "clip_t_se": 0.5,
                      "subject_fidelity": base_fidelity, "language_drift": 0.0, "n_images": 20, "n_class_images": 10,
-                     "steps": 0, "lr": "eq12", "wall_time_s": 20.0})
+                     "ground_truth": S.GROUND_TRUTH, "steps": 0, "lr": "eq12", "wall_time_s": 20.0})
     return rows
 
 
