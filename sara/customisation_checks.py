@@ -227,9 +227,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     kv = dict(a.split("=", 1) for a in args[1:] if "=" in a)
     if args[0] in ("validate", "class-images"):
         if args[0] == "validate":
+            import time
+
             from sara.data.subjects import validate_detector
 
+            t0 = time.perf_counter()
             res = {**validate_clip_i(int(kv.get("n", 30))), "detector": validate_detector(int(kv.get("n", 30)))}
+            res.update(command="python -m sara.customisation_checks " + " ".join(args),
+                       wall_s=round(time.perf_counter() - t0, 1))
         else:
             res = class_images_blank_share(kv.get("class_prompt", "auto"), int(kv.get("n", 32)),
                                            int(kv.get("seed", 0)), kv.get("root"), int(kv.get("threads", 1)))

@@ -242,6 +242,16 @@ def test_learnability_loss_curve_is_window_means_of_the_train_log(tmp_path):
     assert _loss_curve(tmp_path / "missing.jsonl") is None
 
 
+def test_subject_validation_table_from_the_committed_record(tmp_path):
+    from analysis import subject_validation
+
+    [md] = subject_validation.main(["--out", str(tmp_path / "o")])  # results/embedded/subject_validation.json
+    text = md.read_text()
+    assert "| striped_circle |" in text and "found: colours shifted" in text and "pattern-" in text
+    missing = subject_validation.main(["--json", str(tmp_path / "none.json"), "--out", str(tmp_path / "m")])[0]
+    assert "No results yet" in missing.read_text()
+
+
 def test_fid_noise_table_from_a_measurement_record(tmp_path):
     import json
 
