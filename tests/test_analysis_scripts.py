@@ -193,6 +193,30 @@ def test_claims_with_dora_and_diffpruning_missing(table, tmp_path):
     assert res["C5"]["verdict"] == "not_run" and "on every dataset" in res["C5"]["evidence"]
 
 
+def test_claim_c5_reads_both_halves_of_the_sentence_by_the_noise_rule(table):
+    """C5: "DoRA performs comparably to LoRA, while DiffPruning ... an extremely high FID". DoRA
+    decided apart from LoRA fails it; DoRA as LoRA with DiffPruning decided worst holds it;
+    DiffPruning inside the noise of another method leaves it open."""
+    from analysis.table1_style import claims
+
+    df = pd.read_csv(table)
+    c5 = lambda d: {c["id"]: c for c in claims(d)}["C5"]
+    assert c5(df)["verdict"] == "not_reproduced" and "decided apart" in c5(df)["evidence"]  # synthetic DoRA ≠ LoRA
+    lora = df[(df["experiment"] == "style") & (df["method"] == "lora")]
+    as_lora = lora.assign(method="dora", run_dir=lora["run_dir"].astype(str).str.replace("/lora/", "/dora/"))
+    same = pd.concat([df[df["method"] != "dora"], as_lora], ignore_index=True)
+    got = c5(same)
+    assert got["verdict"] == "reproduced" and "comparable" in got["evidence"], got["evidence"]
+    keys = ["dataset", "budget", "seed"]
+    worst_other = (same[(same["experiment"] == "style") & ~same["method"].isin(["diffpruning", "full"])]
+                   .groupby(keys)["fid"].max().rename("worst"))
+    close = same.join(worst_other, on=keys)
+    dp = close["method"] == "diffpruning"
+    close.loc[dp, "fid"] = close.loc[dp, "worst"]  # DiffPruning ties the worst other method, cell by cell
+    got = c5(close.drop(columns="worst"))
+    assert got["verdict"] == "inconclusive", got["evidence"]
+
+
 def test_claim_c25_needs_the_best_lr_to_fall_with_theta(table, tmp_path):
     """The synthetic lr × θ grid follows Eq. 12 (reproduced); a grid whose best lr is its largest at
     every θ fits b ≈ 0 of either sign and must not read as reproduced."""
