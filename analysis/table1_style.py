@@ -299,7 +299,7 @@ def _bvqa_rank(df):
     """C4 as the paper states it: SaRA's B-VQA is best or second-best in most (dataset, budget)
     cells of Table 6 (full fine-tuning, at budget none, ranked in every budget's cells)."""
     d = split_base(rows_of(df, "style"))[1]
-    d = d[d["method"].isin(TABLE4_METHODS)]
+    d = d[d["method"].isin(TABLES["table6_bvqa"]["methods"])]  # Table 6 has no DiffPruning
     if d.empty or not has_metric(d, "bvqa"):
         return NOT_RUN, "no `style` runs with B-VQA"
     if "dora" not in set(d["method"]):

@@ -217,6 +217,17 @@ def test_claim_c5_reads_both_halves_of_the_sentence_by_the_noise_rule(table):
     assert got["verdict"] == "inconclusive", got["evidence"]
 
 
+def test_claim_c4_ranks_among_table_6_methods_only(table):
+    """Table 6 has no DiffPruning: a DiffPruning with the best B-VQA everywhere moves no rank."""
+    from analysis.table1_style import claims
+
+    df = pd.read_csv(table)
+    c4 = lambda d: {c["id"]: c for c in claims(d)}["C4"]
+    top = df.assign(bvqa=np.where(df["method"] == "diffpruning", 1.0, df["bvqa"]))
+    without = df[df["method"] != "diffpruning"]
+    assert (c4(top)["verdict"], c4(top)["evidence"]) == (c4(without)["verdict"], c4(without)["evidence"])
+
+
 def test_claim_c25_needs_the_best_lr_to_fall_with_theta(table, tmp_path):
     """The synthetic lr × θ grid follows Eq. 12 (reproduced); a grid whose best lr is its largest at
     every θ fits b ≈ 0 of either sign and must not read as reproduced."""
