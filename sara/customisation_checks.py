@@ -124,7 +124,8 @@ def rescore_ground_truth(run_dir: str | Path) -> dict:
     if spec is None or not info.get("identifier") or not info.get("class_noun"):
         raise ValueError(f"{run_dir}: not a customisation run on an embedded subject (dataset "
                          f"{rec.get('dataset')!r}, eval_info identifier/class_noun missing)")
-    rows = eval_prompts(info["identifier"], info["class_noun"], int(info.get("eval_seeds", custom.get("eval_seeds", 0))),
+    seeds = int(info.get("eval_seeds", custom.get("eval_seeds", 0)))
+    rows = eval_prompts(info["identifier"], info["class_noun"], seeds,
                         int(custom.get("drift_samples", 0)))
     files, texts = read_prompts(run_dir / "samples")
     if list(texts) != [r["text"] for r in rows]:
@@ -162,7 +163,8 @@ def _rescore_cli(run_dirs: Sequence[str]) -> int:
             print(f"error: {e}", file=sys.stderr)
             status = 1
             continue
-        print(f"{d}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items() if isinstance(v, float)) + f" ({r['ground_truth']})")
+        values = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if isinstance(v, float))
+        print(f"{d}: {values} ({r['ground_truth']})")
     return status
 
 

@@ -131,9 +131,13 @@ def test_ground_truth_rescores_a_finished_run(tmp_path, capsys):
     assert json.loads((run / "result.json").read_text())["metrics"]["ground_truth_previous"]["ground_truth"] == "colour-1"
     other = _finished_custom_run(tmp_path / "other", "twotone_square")
     (other / "samples" / "prompts.jsonl").write_text((run / "samples" / "prompts.jsonl").read_text())
-    assert main(["ground-truth", str(other), str(tmp_path / "missing")]) == 1
+    style = tmp_path / "style_run"
+    style.mkdir()
+    (style / "result.json").write_text(json.dumps({"dataset": "Cyberpunk", "metrics": {"fid": 1.0}}))
+    assert main(["ground-truth", str(other), str(tmp_path / "missing"), str(style)]) == 1
     err = capsys.readouterr().err
     assert "not this run's evaluation prompts" in err and "no result.json" in err and "Traceback" not in err
+    assert "not a customisation run on an embedded subject" in err
 
 
 def test_table7_ignores_fidelity_of_another_ground_truth():
