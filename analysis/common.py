@@ -374,6 +374,24 @@ def write_missing(out: Path, name: str, what: str) -> list[Path]:
     return [out / f"{name}.md", out / f"{name}.tex"]
 
 
+def record_report(argv, doc: str, name: str, title: str, default_json: str, default_out: str, make_by: str,
+                  lines) -> list[Path]:
+    """``main`` of a module that turns one committed measurement record (JSON) into
+    ``<name>.md``: ``--json`` / ``--out`` options, "No results yet" naming ``make_by`` (the command
+    that writes the record) when it is absent, else ``# title`` and ``lines(record)``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--json", default=default_json, help="the measurement record")
+    ap.add_argument("--out", default=default_out)
+    args = ap.parse_args(argv)
+    out = out_dir(args.out)
+    path = Path(args.json)
+    if not path.is_file():
+        return write_missing(out, name, f"no record at {path} ({make_by})")
+    res = json.loads(path.read_text(encoding="utf-8"))
+    (out / f"{name}.md").write_text("\n".join([f"# {title}", "", *lines(res)]) + "\n", encoding="utf-8")
+    return [out / f"{name}.md"]
+
+
 def best_mask(values: Sequence[float], lower_is_better: bool) -> list[bool]:
     a = np.asarray([np.nan if v is None else v for v in values], dtype=float)
     if len(a) < 2 or not np.isfinite(a).any():

@@ -10,11 +10,7 @@ results table. Writes ``fid_noise.md``.
 """
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
-from .common import markdown_table, out_dir, write_missing
+from .common import markdown_table, record_report
 
 NAME = "fid_noise"
 
@@ -36,21 +32,15 @@ def table_lines(res: dict) -> list[str]:
     return [markdown_table(cells, ["set", "model", *[f"N = {n}: mean ± std" for n in counts]]), "", verdict]
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--json", default="results/embedded/fid_noise.json", help="the measurement record")
-    ap.add_argument("--out", default="outputs/analysis/fid_noise")
-    args = ap.parse_args(argv)
-    out = out_dir(args.out)
-    path = Path(args.json)
-    if not path.is_file():
-        return write_missing(out, NAME, f"no FID-noise measurement at {path} (scripts/measure_fid_noise.py)")
-    res = json.loads(path.read_text(encoding="utf-8"))
+def report_lines(res: dict) -> list[str]:
     head = (f"Embedded FID over sampling seeds {', '.join(map(str, res['seeds']))} (training seed 0), "
             f"backbone {res['backbone']}; command: `{res['command']}`; {res['wall_s']:.0f} s.")
-    (out / f"{NAME}.md").write_text("\n".join(["# FID sampling noise", "", head, "", *table_lines(res)]) + "\n",
-                                    encoding="utf-8")
-    return [out / f"{NAME}.md"]
+    return [head, "", *table_lines(res)]
+
+
+def main(argv=None):
+    return record_report(argv, __doc__, NAME, "FID sampling noise", "results/embedded/fid_noise.json",
+                         "outputs/analysis/fid_noise", "scripts/measure_fid_noise.py", report_lines)
 
 
 if __name__ == "__main__":

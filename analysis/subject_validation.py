@@ -11,11 +11,7 @@ Writes ``subject_validation.md``.
 """
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
-from .common import markdown_table, out_dir, write_missing
+from .common import markdown_table, record_report
 
 NAME = "subject_validation"
 FOUND = (("found_alone", "alone"), ("found_one_object", "beside one object"), ("found_two_objects", "beside two"),
@@ -44,19 +40,9 @@ def lines(res: dict) -> list[str]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--json", default="results/embedded/subject_validation.json", help="the validation record")
-    ap.add_argument("--out", default="outputs/analysis/custom")
-    args = ap.parse_args(argv)
-    out = out_dir(args.out)
-    path = Path(args.json)
-    if not path.is_file():
-        return write_missing(out, NAME, f"no validation record at {path} (python -m sara.customisation_checks "
-                                        f"validate out={path})")
-    res = json.loads(path.read_text(encoding="utf-8"))
-    (out / f"{NAME}.md").write_text("\n".join(["# Customisation evaluators, validated", "", *lines(res)]) + "\n",
-                                    encoding="utf-8")
-    return [out / f"{NAME}.md"]
+    return record_report(argv, __doc__, NAME, "Customisation evaluators, validated",
+                         "results/embedded/subject_validation.json", "outputs/analysis/custom",
+                         "python -m sara.customisation_checks validate out=FILE", lines)
 
 
 if __name__ == "__main__":
