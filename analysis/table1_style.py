@@ -377,8 +377,9 @@ def _diffpruning(df):
         g = pd.concat([g, per_seed[(per_seed["backbone"] == bb) & (per_seed["method"] == "full")]])
         if {"dora", "lora"} <= set(g["method"]):
             v, why = better_by_seeds(g, "fid", "dora", "lora", True)
-            parts.append(NOT_REPRODUCED if v in (REPRODUCED, NOT_REPRODUCED) else REPRODUCED)
-            ev.append(f"{bu}: DoRA vs LoRA {why} → {'decided apart' if v != INCONCLUSIVE else 'comparable'}")
+            said = {REPRODUCED: "decided apart", NOT_REPRODUCED: "decided apart", INCONCLUSIVE: "comparable"}.get(v, v)
+            parts.append({"decided apart": NOT_REPRODUCED, "comparable": REPRODUCED}.get(said, v))
+            ev.append(f"{bu}: DoRA vs LoRA {why} → {said}")
         for other in sorted(set(g["method"]) - {"diffpruning"}):
             v, why = better_by_seeds(g, "fid", other, "diffpruning", True)  # reproduced: DiffPruning higher
             parts.append(v)
