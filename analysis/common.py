@@ -198,6 +198,14 @@ def fmt(v: Any, nd: int = 2, sci_small: bool = False) -> str:
     return str(v)
 
 
+def fmt_mean_std(row: Any, col: str, nd: int = 2) -> str:
+    """``mean ± std`` over seeds from a `mean_over_seeds` row (a std needs two seeds), else the mean."""
+    v = row.get(col, np.nan)
+    sd = row.get(f"{col}_std", np.nan)
+    text = fmt(v, nd)
+    return f"{text} ± {fmt(sd, nd)}" if text != "–" and isinstance(sd, float) and np.isfinite(sd) else text
+
+
 # --------------------------------------------------------------------------- VLHI (metrics engineer's)
 
 

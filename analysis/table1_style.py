@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, budget_sort_key, fmt, has_metric, load,
-                     mean_over_seeds, method_label, out_dir, paper_wide, pyplot, rows_of, save_fig, sort_rows,
+from .common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, budget_sort_key, fmt, fmt_mean_std,
+                     has_metric, load, mean_over_seeds, method_label, out_dir, paper_wide, pyplot, rows_of, save_fig, sort_rows,
                      split_base, style_long, write_missing)
 from .verdicts import (INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, NOT_TESTABLE, REPRODUCED, Claim, better_by_seeds,
                        combine, evaluate, paper_verdict, value_of, verdict)
@@ -77,14 +77,6 @@ def base_long(base_df, quality):
     return pd.concat([b, pd.DataFrame(means)], ignore_index=True) if means else b
 
 
-def cell(row, col, nd):
-    """``mean ± std`` over seeds (a std needs two seeds), else the mean."""
-    v = row.get(col, np.nan)
-    sd = row.get(f"{col}_std", np.nan)
-    text = fmt(v, nd)
-    return f"{text} ± {fmt(sd, nd)}" if text != "–" and isinstance(sd, float) and np.isfinite(sd) else text
-
-
 def sections_for(long, quality, base=None):
     q = QUALITY_LABEL.get(quality, quality)
     ds = [x for x in DATASETS if x in set(long["dataset"])] + \
@@ -109,7 +101,7 @@ def sections_for(long, quality, base=None):
         texts = []
         for i, (_, r) in enumerate(rows.iterrows()):
             sel = g[(g["budget"] == r["budget"]) & (g["method"] == r["method"])].set_index("dataset")
-            texts.append([cell(sel.loc[d], c, 3 if quality == "bvqa" and c == quality else 2) if d in sel.index
+            texts.append([fmt_mean_std(sel.loc[d], c, 3 if quality == "bvqa" and c == quality else 2) if d in sel.index
                           else "–" for d, c, _ in cols])
         marks = np.zeros_like(values, dtype=bool)
         for bu in dict.fromkeys(rows["budget"]):
@@ -120,7 +112,7 @@ def sections_for(long, quality, base=None):
                 marks[idx, j] = best_mask(list(values[idx, j]), lower)
         bb_base = base[base["backbone"] == bb].set_index("dataset") if base is not None and len(base) else None
         if bb_base is not None and len(bb_base):  # reference row: outside VLHI and the bold marks
-            cells.append(["–", BASE_LABEL] + [cell(bb_base.loc[d], c, 3 if quality == "bvqa" and c == quality else 2)
+            cells.append(["–", BASE_LABEL] + [fmt_mean_std(bb_base.loc[d], c, 3 if quality == "bvqa" and c == quality else 2)
                                               if d in bb_base.index and c != "vlhi" else "–" for d, c, _ in cols])
             bold.append([False] * (2 + len(cols)))
             mids = [m + 1 for m in mids] + [1]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .common import (arg_parser, best_mask, fmt, has_metric, load, mean_over_seeds, method_label, out_dir,
+from .common import (arg_parser, best_mask, fmt, fmt_mean_std, has_metric, load, mean_over_seeds, method_label, out_dir,
                      paper_other, pyplot, rows_of, save_fig, to_float, vlhi_groups, write_missing, write_tables)
 from .verdicts import (INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, borrowed_spread, combine, compare,
                        evaluate, method_names, paper_verdict, value_of, verdict, verdict_better)
@@ -64,7 +64,7 @@ def main(argv=None):
         cells, bold = [], []
         for i, r in g.iterrows():
             lab = labels[r["method"]]
-            row = [lab[1], lab[2], lab[3], fmt(r["fid"]), fmt(r["clip_score"]), fmt(r["vlhi"])]
+            row = [lab[1], lab[2], lab[3], fmt_mean_std(r, "fid"), fmt_mean_std(r, "clip_score"), fmt(r["vlhi"])]
             b = [False, False, False, bf[i], bc[i], bv[i]]
             if show_share:
                 row.append(fmt(100 * r["share_below"], 1) if np.isfinite(r.get("share_below", np.nan)) else "–")
@@ -95,7 +95,8 @@ def main(argv=None):
     fig.suptitle("Table 2 — ablation (FID vs CLIP)")
     files = save_fig(fig, out, NAME)
     files += write_tables(out, NAME, sections, "Table 2 — ablation",
-                          "VLHI within the rows of each table. Best per column in bold.")
+                          "FID and CLIP: mean ± std over seeds where there are several; VLHI within the rows of each "
+                          "table, from the seed means. Best per column in bold.")
     return files
 
 

@@ -4,7 +4,7 @@
 # Outputs: outputs/runs/ablation*/..., outputs/results/ablation.csv, outputs/analysis/ablation/
 SWEEPS=(
   "+experiment=ablation"
-  "+experiment=ablation data.name=Cyberpunk,ElementFire method=sara,sara_no_rank"
+  "+experiment=ablation data.name=Cyberpunk,ElementFire method=sara,sara_no_rank seed=0"
 )
 ANALYSES=(
   "table2_ablation"
