@@ -12,7 +12,8 @@ Writes ``learnability.{md,csv}``, and ``learnability_samples.png`` where the run
 on disk: per set, training images, the base model, full fine-tuning and SaRA 50M (the newest
 weights, the lowest seed, the experiment's own rates); and ``learnability_steps.{png,pdf}`` where a
 set was trained at several schedule lengths: FID against the number of steps per method and rate,
-the base's FID beside it, and each longest run's training loss (from its ``train_log.jsonl``).
+the base's FID beside it, and each longest run's training loss (from its ``train_log.jsonl``;
+``learnability_steps_fid.{png,pdf}``, the FID panel alone, where no such log is on disk).
 
     python -m analysis.learnability --results results.csv --out outputs/analysis/learnability
 """
@@ -137,32 +138,44 @@ def _loss_curve(path, every: int = 20) -> tuple[np.ndarray, np.ndarray] | None:
 
 def steps_figure(df: pd.DataFrame, t: pd.DataFrame, out) -> list:
     """FID against schedule length for each (weights, set) trained at two or more step counts (the
-    counted runs: a probe of another setting is not a point of the schedule curve)."""
+    counted runs: a probe of another setting is not a point of the schedule curve), beside the
+    longest runs' training loss. Without any run's ``train_log.jsonl`` on disk the figure is the FID
+    panel alone, ``learnability_steps_fid``: the docs' copy (``learnability_steps``) keeps its loss
+    curves."""
     t = t[t["counted"]]
     multi = [(w, ds) for (w, ds), g in t.groupby(["weights", "dataset"]) if g["steps"].nunique() > 1]
     if not multi:
         return []
-    plt = pyplot()
-    fig, axes = plt.subplots(len(multi), 2, figsize=(9, 3.2 * len(multi)), squeeze=False)
-    for (w, ds), (ax, ax_loss) in zip(multi, axes):
+    panels = []  # per (weights, set): its curves [(method, budget, lr, runs, label, loss curve or None)]
+    for w, ds in multi:
         g = t[(t["weights"] == w) & (t["dataset"] == ds)]
+        rows = []
         for (me, bu, lr), gl in g.groupby(["method", "budget", "lr"]):
             gl = gl.sort_values("steps")
-            label = f"{METHODS[(me, bu)]}, lr {_rate(lr)}"
-            ax.errorbar(gl["steps"], gl["fid"], yerr=gl["fid_std"].fillna(0), marker="o", capsize=3, label=label)
             longest = df[(df["weights"] == w) & (df["dataset"] == ds) & (df["method"] == me)
                          & (df["budget"].astype(str) == bu) & (df["lr"].astype(str) == str(lr))
                          & (num(df, "steps") == gl["steps"].max())]
             curve = _loss_curve(longest["paths.train_log"].iloc[0]) if "paths.train_log" in longest and len(longest) else None
+            rows.append((gl, f"{METHODS[(me, bu)]}, lr {_rate(lr)}", curve))
+        panels.append((w, ds, g, rows))
+    with_loss = any(c is not None for *_, rows in panels for *_, c in rows)
+    plt = pyplot()
+    fig, axes = plt.subplots(len(multi), 2 if with_loss else 1, figsize=(9 if with_loss else 4.8, 3.2 * len(multi)),
+                             squeeze=False)
+    for (w, ds, g, rows), ax_row in zip(panels, axes):
+        ax = ax_row[0]
+        for gl, label, curve in rows:
+            ax.errorbar(gl["steps"], gl["fid"], yerr=gl["fid_std"].fillna(0), marker="o", capsize=3, label=label)
             if curve is not None:
-                ax_loss.plot(*curve, label=f"{label}, {fmt(gl['steps'].max())} steps")
+                ax_row[1].plot(*curve, label=f"{label}, {fmt(gl['steps'].max())} steps")
         ax.axhline(g["base_fid"].iloc[0], color="gray", ls="--", label="pre-trained")
         ax.set(title=f"{ds} (weights {w}): FID by schedule length", xlabel="training steps", ylabel="embedded FID")
-        ax_loss.set(title="training loss (mean of 20 steps)", xlabel="step", ylabel="loss")
         ax.legend(fontsize=7)
-        if ax_loss.lines:
-            ax_loss.legend(fontsize=7)
-    return save_fig(fig, out, "learnability_steps")
+        if with_loss:
+            ax_row[1].set(title="training loss (mean of 20 steps)", xlabel="step", ylabel="loss")
+            if ax_row[1].lines:
+                ax_row[1].legend(fontsize=7)
+    return save_fig(fig, out, "learnability_steps" if with_loss else "learnability_steps_fid")
 
 
 def sample_grid(df: pd.DataFrame, n: int = 6, tile: int = 40):

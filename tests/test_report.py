@@ -161,7 +161,15 @@ def test_learnability_table_keeps_schedules_apart_and_needs_both_methods(tmp_pat
     assert t[t["weights"] == "abcdef01"]["base_fid"].eq(500.0).all()  # never the other base's FID
     hornify = t[(t["dataset"] == "Hornify") & (t["method"] == "sara")]
     assert list(hornify["variant"]) == ["snr5"] and not hornify["counted"].any() and "| snr5 |" in md
-    assert (tmp_path / "o" / "learnability_steps.png").is_file()  # Cyberpunk at 300 and 900 steps
+    # Cyberpunk at 300 and 900 steps; no training log on disk: the FID panel alone, under its own name
+    assert (tmp_path / "o" / "learnability_steps_fid.png").is_file()
+    assert not (tmp_path / "o" / "learnability_steps.png").exists()
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(f'{{"step": {i}, "loss": {1 / (i + 1)}}}\n' for i in range(40)))
+    rows[1]["paths.train_log"] = str(log)  # seed 0, full fine-tuning, 900 steps: the longest run
+    pd.DataFrame(rows).to_csv(table, index=False)
+    learnability.main(["--results", str(table), "--out", str(tmp_path / "o2")])
+    assert (tmp_path / "o2" / "learnability_steps.png").is_file()  # with the loss panel: the docs' figure
 
 
 def test_learnability_sample_grid_shows_the_newest_weights_lowest_seed(tmp_path):
