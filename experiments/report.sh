@@ -48,6 +48,7 @@ if [[ $mode == --check ]]; then
   trap 'rm -rf "$out"' EXIT
 fi
 status=0
+mkdir -p "$out" && started="$out/.report_started" && touch "$started"  # figures older than this are another run's
 run() { python -m "analysis.$1" "${@:2}" || status=$?; }  # run MODULE [options]
 run learnability          --results "$table" --out "$out/learnability"
 run lr_table              --results "$table" --out "$out/lr_search" --tables "$out/lr_search/tables"
@@ -78,9 +79,9 @@ run audit_paper_vlhi      --out "$out/audit"
 case $mode in
   --write-docs)
     python -m analysis.docs_tables --analysis "$out" --docs "${docs[@]}" --copies "${copies[@]}" --write || status=$?
-    for fig in "${doc_figures[@]}"; do  # sample grids need the runs' sample folders: copied where made
+    for fig in "${doc_figures[@]}"; do  # sample grids need the runs' sample folders: copied where made now
       read -r made dest <<< "$fig"
-      [[ -f $out/$made ]] && { cp "$out/$made" "$dest" || status=$?; }
+      [[ $out/$made -nt $started ]] && { cp "$out/$made" "$dest" || status=$?; }
     done
     ;;
   --check)

@@ -127,6 +127,34 @@ def test_committed_docs_match_the_committed_results():
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+def test_write_docs_copies_only_the_figures_this_report_made(tmp_path):
+    """A sample grid needs the runs' folders on disk: `--write-docs` copies a docs figure only when
+    this report drew it, never a stale one an earlier report left in the output folder."""
+    import os
+    import shutil
+
+    (tmp_path / "experiments").mkdir()
+    shutil.copy(REPO / "experiments" / "report.sh", tmp_path / "experiments" / "report.sh")
+    (tmp_path / "results" / "embedded").mkdir(parents=True)
+    (tmp_path / "results" / "embedded" / "runs.csv").write_text("x\n")
+    (tmp_path / "docs" / "img").mkdir(parents=True)
+    out = tmp_path / "outputs" / "analysis"
+    (out / "lr_search").mkdir(parents=True)
+    (out / "lr_search" / "lr_search_samples.png").write_text("stale")  # an earlier report's grid
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    # a stand-in python: the learnability module draws its sample grid, everything else draws nothing
+    (bin_ / "python").write_text('#!/usr/bin/env bash\nwhile (( $# )); do [[ $1 == --out ]] && o=$2; shift; done\n'
+                                 '[[ $o == */learnability ]] && mkdir -p "$o" && echo new > "$o/learnability_samples.png"\n'
+                                 'exit 0\n')
+    (bin_ / "python").chmod(0o755)
+    r = subprocess.run(["bash", str(tmp_path / "experiments" / "report.sh"), "--write-docs"], capture_output=True,
+                       text=True, env={**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "docs" / "img" / "learnability_samples.png").read_text() == "new\n"
+    assert not (tmp_path / "docs" / "img" / "lr_search_samples.png").exists()
+
+
 def test_learnability_table_keeps_schedules_apart_and_needs_both_methods(tmp_path):
     from analysis import learnability
 
