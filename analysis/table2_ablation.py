@@ -159,7 +159,7 @@ class _Noise:
     (:func:`analysis.verdicts.borrowed_spread`), named in the evidence."""
 
     def __init__(self, df, d):
-        self.df, self.d, self.spread, self.notes = df, d, {}, {}
+        self.df, self.d, self.spread, self.notes, self.borrowed = df, d, {}, {}, set()
 
     def values(self, method, col):
         return self.d.loc[self.d["method"] == method, col].astype(float).dropna().tolist()
@@ -167,13 +167,16 @@ class _Noise:
     def cmp(self, a, b, col, lower):
         if col not in self.spread:  # one look-up per metric, however many pairs a claim compares
             self.spread[col], self.notes[col] = borrowed_spread(self.df, col)
-        return compare(self.values(a, col), self.values(b, col), lower_is_better=lower, borrowed_sd=self.spread[col])
+        va, vb = self.values(a, col), self.values(b, col)
+        if min(len(va), len(vb)) < 2:  # only then is the borrowed spread used, and named
+            self.borrowed.add(col)
+        return compare(va, vb, lower_is_better=lower, borrowed_sd=self.spread[col])
 
     def text(self, c, col, a, b):
         return c.describe(col, (method_label(a), method_label(b)))
 
     def spreads(self):
-        return "; ".join(self.notes[k] for k in sorted(self.notes)) if self.notes else ""
+        return "; ".join(self.notes[k] for k in sorted(self.borrowed))
 
 
 def _noisy_largest_clip(m, nz):

@@ -459,6 +459,10 @@ def test_ablation_claims_follow_the_noise_rule(table, tmp_path):
     alone = df[~df["experiment"].isin(["seeds", "style"])]
     assert borrowed_spread(alone, "clip_score")[0] is None
     assert {r["verdict"] for r in claims(alone) if r["id"] != "C13"} == {"inconclusive"}
+    # every variant with three seeds of its own: nothing is borrowed, and the evidence does not say so
+    seeded = pd.concat([df] + [df[abl].assign(seed=s, clip_score=df.loc[abl, "clip_score"] + 0.1 * s) for s in (1, 2)],
+                       ignore_index=True)
+    assert not any("borrowed" in r["evidence"] for r in claims(seeded) if r["id"] in ("C6", "C7", "C8", "C9"))
 
 
 def test_pruning_claim_bounds_a_loss_not_a_gain(table, tmp_path):
