@@ -4,9 +4,10 @@ For every backbone in the results, :func:`sara.lr_search.select_learning_rates` 
 (method, budget) the rate with the highest VLHI over its grid (seeds averaged) and writes
 ``<tables>/<backbone>.yaml``, which ``train.lr=tuned`` reads. Writes ``lr_table.{md,tex}`` with
 every rate's FID, CLIP and VLHI (chosen rate in bold) and, for SaRA, Eq. 12's rate beside its
-tuned one; and ``lr_search_samples.png`` where the runs' sample folders are on disk: per method a
-row of its first validation samples at each rate of the grid, the chosen rate framed, so a reader
-sees what a rate too low (the base model's look) or too high (broken images) does.
+tuned one; and ``lr_search_samples.png`` (50M and full fine-tuning; every other budget
+``lr_search_samples_<budget>.png``) where the runs' sample folders are on disk: per method a row of
+its first validation samples at each rate of the grid, the chosen rate framed, so a reader sees what
+a rate too low (the base model's look) or too high (broken images) does.
 
     python -m analysis.lr_table --results outputs/results/lr_search.csv --out outputs/analysis/lr_search
 
@@ -25,6 +26,7 @@ from .common import (arg_parser, budget_sort_key, fmt, has_metric, load, method_
                      out_dir, rows_of, sci, split_base, write_missing, write_tables)
 
 NAME = "lr_table"
+MAIN_BUDGET = "50M"  # the budget of lr_search_samples.png; every other budget has lr_search_samples_<budget>.png
 EQ12_A, EQ12_B = 1e-3, -350.0
 
 
@@ -91,10 +93,16 @@ def main(argv=None):
     note = ("Eq. 12: lr = 1e-3·exp(−350 θ) at the threshold the SaRA runs selected with; "
             "the paper does not state its baselines' rates.")
     files += write_tables(out, NAME, sections, title="Tuned learning rates", note=note)
-    grid = sample_grid(df, scores, base)
-    if grid is not None:
-        grid.save(out / "lr_search_samples.png")
-        files.append(out / "lr_search_samples.png")
+    # one figure per budget (full fine-tuning's budget-less rows beside 50M), each drawn only from its
+    # own runs' sample folders, so the runs of one budget on disk never stand in for another's figure
+    budget = df["budget"].astype(str)
+    others = sorted(set(budget) - {"none", "nan", MAIN_BUDGET}, key=budget_sort_key)
+    for name, keep in [("lr_search_samples", {"none", "nan", MAIN_BUDGET})] + \
+            [(f"lr_search_samples_{b}", {b}) for b in others]:
+        grid = sample_grid(df[budget.isin(keep)], scores, base)
+        if grid is not None:
+            grid.save(out / f"{name}.png")
+            files.append(out / f"{name}.png")
     return files
 
 

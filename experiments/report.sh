@@ -17,6 +17,8 @@ docs=(docs/results.md docs/claims.md docs/customisation.md)
 doc_figures=("learnability/learnability_samples.png docs/img/learnability_samples.png"  # "made docs-copy"
              "learnability/learnability_steps.png docs/img/learnability_steps.png"
              "lr_search/lr_search_samples.png docs/img/lr_search_samples.png"
+             "lr_search/lr_search_samples_5M.png docs/img/lr_search_samples_5M.png"
+             "lr_search/lr_search_samples_20M.png docs/img/lr_search_samples_20M.png"
              "style/style_samples.png docs/img/style_samples.png"
              "pruning/fig2_pruning.png docs/img/fig2_pruning.png"
              "migration/fig3_migration.png docs/img/fig3_migration.png"

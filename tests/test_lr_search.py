@@ -141,6 +141,32 @@ def test_lr_sample_grid_shows_each_rate_and_frames_the_chosen_one(tmp_path):
     assert lr_table.sample_grid(df.assign(**{"paths.samples": str(tmp_path / "none")}), scores) is None
 
 
+def test_lr_sample_grids_are_one_per_budget_each_from_its_own_runs(tmp_path):
+    """Runs of 5M on disk draw the 5M figure only: the 50M figure (the docs' copy) is not redrawn
+    from another budget's runs."""
+    import pandas as pd
+    from PIL import Image
+
+    from analysis import lr_table
+
+    rows = []
+    for budget in ("50M", "5M"):
+        for r in _rows("sara", budget, {1e-4: (100, 30), 1e-3: (60, 29), 1e-2: (50, 10)}):
+            d = tmp_path / f"samples_{budget}_{r['lr']}"
+            d.mkdir()
+            Image.new("RGB", (32, 32), "gray").save(d / "00000.png")
+            rows.append(dict(r, **{"paths.samples": str(d)}, experiment="lr_search", variant=f"lr{r['lr']}",
+                             dataset="Expedition"))
+    df = pd.DataFrame(rows)
+    df.to_csv(tmp_path / "both.csv", index=False)
+    lr_table.main(["--results", str(tmp_path / "both.csv"), "--out", str(tmp_path / "both"), "--tables", str(tmp_path / "t")])
+    assert {p.name for p in (tmp_path / "both").glob("*.png")} == {"lr_search_samples.png", "lr_search_samples_5M.png"}
+    df.loc[df["budget"] == "50M", "paths.samples"] = str(tmp_path / "gone")  # only the 5M runs on disk
+    df.to_csv(tmp_path / "5M.csv", index=False)
+    lr_table.main(["--results", str(tmp_path / "5M.csv"), "--out", str(tmp_path / "5M"), "--tables", str(tmp_path / "t")])
+    assert {p.name for p in (tmp_path / "5M").glob("*.png")} == {"lr_search_samples_5M.png"}
+
+
 def test_a_grid_is_widened_where_its_best_rate_is_at_an_edge(tmp_path, capsys):
     import csv
 
