@@ -146,7 +146,7 @@ def steps_figure(df: pd.DataFrame, t: pd.DataFrame, out) -> list:
     multi = [(w, ds) for (w, ds), g in t.groupby(["weights", "dataset"]) if g["steps"].nunique() > 1]
     if not multi:
         return []
-    panels = []  # per (weights, set): its curves [(method, budget, lr, runs, label, loss curve or None)]
+    panels = []  # per (weights, set): (weights, set, its rows, [(runs of a method and rate, label, loss curve or None)])
     for w, ds in multi:
         g = t[(t["weights"] == w) & (t["dataset"] == ds)]
         rows = []

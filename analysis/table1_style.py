@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, budget_sort_key, fmt, fmt_mean_std,
-                     has_metric, load, mean_over_seeds, method_label, out_dir, paper_wide, pyplot, rows_of, save_fig, sort_rows,
-                     split_base, style_long, write_missing)
+                     has_metric, load, mean_over_seeds, method_label, out_dir, paper_wide, pyplot, rows_of, save_fig,
+                     sort_rows, split_base, style_long, write_missing)
 from .verdicts import (INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, NOT_TESTABLE, REPRODUCED, Claim, better_by_seeds,
                        combine, evaluate, paper_verdict, value_of, verdict)
 
