@@ -95,11 +95,11 @@ def main(argv=None):
     files += write_tables(out, NAME, sections, title="Tuned learning rates", note=note)
     # one figure per budget (full fine-tuning's budget-less rows beside 50M), each drawn only from its
     # own runs' sample folders, so the runs of one budget on disk never stand in for another's figure
-    budget = df["budget"].astype(str)
-    others = sorted(set(budget) - {"none", "nan", MAIN_BUDGET}, key=budget_sort_key)
+    budgets = df["budget"].astype(str)
+    others = sorted(set(budgets) - {"none", "nan", MAIN_BUDGET}, key=budget_sort_key)
     for name, keep in [("lr_search_samples", {"none", "nan", MAIN_BUDGET})] + \
             [(f"lr_search_samples_{b}", {b}) for b in others]:
-        grid = sample_grid(df[budget.isin(keep)], scores, base)
+        grid = sample_grid(df[budgets.isin(keep)], scores, base)
         if grid is not None:
             grid.save(out / f"{name}.png")
             files.append(out / f"{name}.png")

@@ -369,8 +369,10 @@ def _diffpruning(df):
         g = pd.concat([g, per_seed[(per_seed["backbone"] == bb) & (per_seed["method"] == "full")]])
         if {"dora", "lora"} <= set(g["method"]):
             v, why = better_by_seeds(g, "fid", "dora", "lora", True)
-            said = {REPRODUCED: "decided apart", NOT_REPRODUCED: "decided apart", INCONCLUSIVE: "comparable"}.get(v, v)
-            parts.append({"decided apart": NOT_REPRODUCED, "comparable": REPRODUCED}.get(said, v))
+            apart = (NOT_REPRODUCED, "decided apart")  # either one better: not comparable
+            part, said = {REPRODUCED: apart, NOT_REPRODUCED: apart,
+                          INCONCLUSIVE: (REPRODUCED, "comparable")}.get(v, (v, v))
+            parts.append(part)
             ev.append(f"{bu}: DoRA vs LoRA {why} → {said}")
         for other in sorted(set(g["method"]) - {"diffpruning"}):
             v, why = better_by_seeds(g, "fid", other, "diffpruning", True)  # reproduced: DiffPruning higher
