@@ -1,12 +1,13 @@
 """Style samples side by side (the paper's qualitative figures, e.g. Figs. 4, 7–15): per dataset, a
 row of training images, then one row per method with its first samples of the evaluation prompts,
-at one budget (full fine-tuning has none). Looking at them tells what FID and CLIP cannot: whether a
+at one budget (full fine-tuning has none) and one seed. Looking at them tells what FID and CLIP cannot: whether a
 method learned the style, or left the base model's look, or broke the images.
 
 Reads the `style` rows of the results table (``paths.samples``: the run's sample folder;
-``paths.dataset``: the training folder). Writes ``style_samples.{png,pdf}``.
+``paths.dataset``: the training folder). Writes ``style_samples.{png,pdf}`` (``--name``: another stem).
 
     python -m analysis.style_samples --results results.csv --out outputs/analysis/style --budget 50M
+    python -m analysis.style_samples --results results.csv --budget 5M --name style_samples_5M
 """
 from __future__ import annotations
 
@@ -55,18 +56,24 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=8, help="images per row (default 8)")
     ap.add_argument("--tile", type=int, default=48, help="pixels per image (default 48)")
     ap.add_argument("--methods", default=None, help="comma-separated method ids shown (default: every method)")
+    ap.add_argument("--seed", type=int, default=0, help="seed whose runs are shown, one row per method (default 0)")
+    ap.add_argument("--name", default=NAME, help=f"output file stem (default {NAME})")
     args = ap.parse_args(argv)
     out = out_dir(args.out)
     df = split_base(rows_of(load(args.results), args.experiment or "style"))[1]
     if args.methods and len(df):
         df = df[df["method"].isin(args.methods.split(","))]
+    if "seed" in df and len(df):  # one row per method: the seeds' samples look alike, and rows would repeat
+        df = df[df["seed"].astype(float) == args.seed]
     blocks = grid_rows(df, args.budget, args.n) if len(df) else []
     if not blocks:
-        return write_missing(out, NAME, f"no `style` runs at budget {args.budget} with their samples on disk")
+        return write_missing(out, args.name, f"no `style` runs at budget {args.budget}, seed {args.seed}, "
+                                             "with their samples on disk")
     paths = []
-    img = render(blocks, args.n, args.tile, f"{args.budget}; first row of each block: training images")
+    img = render(blocks, args.n, args.tile, f"{args.budget}, seed {args.seed}; first row of each block: "
+                                            "training images")
     for ext in ("png", "pdf"):
-        paths.append(out / f"{NAME}.{ext}")
+        paths.append(out / f"{args.name}.{ext}")
         img.save(paths[-1])
     return paths
 

@@ -20,6 +20,8 @@ doc_figures=("learnability/learnability_samples.png docs/img/learnability_sample
              "lr_search/lr_search_samples_5M.png docs/img/lr_search_samples_5M.png"
              "lr_search/lr_search_samples_20M.png docs/img/lr_search_samples_20M.png"
              "style/style_samples.png docs/img/style_samples.png"
+             "style/style_samples_5M.png docs/img/style_samples_5M.png"
+             "style/style_samples_20M.png docs/img/style_samples_20M.png"
              "pruning/fig2_pruning.png docs/img/fig2_pruning.png"
              "migration/fig3_migration.png docs/img/fig3_migration.png"
              "ablation/table2_ablation.png docs/img/table2_ablation.png"
@@ -58,6 +60,9 @@ run fig2_pruning          --results "$table" --out "$out/pruning"
 run fig3_migration        --results "$table" --out "$out/migration"
 run fig6_backbone         --results "$table" --out "$out/backbone"
 run style_samples         --results "$table" --out "$out/style" --budget 50M --methods full,lora,adaptformer,lt_sft,sara
+for b in 5M 20M; do  # Table 1's smaller budgets: the paper's PEFT methods
+  run style_samples       --results "$table" --out "$out/style" --budget $b --methods lora,adaptformer,lt_sft,sara --name style_samples_$b
+done
 run table1_style          --results "$table" --out "$out/style"  # Table 1; below, the other presets of its TABLES
 run table1_style          --results "$table" --out "$out/style" --name table1_peers
 run table1_style          --results "$table" --out "$out/style" --name table4_style

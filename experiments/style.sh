@@ -4,6 +4,7 @@
 # Outputs: outputs/runs/style*/..., outputs/results/style.csv, outputs/analysis/style/
 SWEEPS=(
   "+experiment=style"
+  "+experiment=style method=sara,lora,adaptformer,lt_sft budget=5M,20M"   # Table 1's smaller budgets (the paper's methods)
   "+experiment=style method=full budget=none"
   "+experiment=style method=full budget=none train.steps=0 experiment_name=style--base"   # the pre-trained row
 )
@@ -11,5 +12,7 @@ ANALYSES=(
   "table1_style"
   "table1_style --name table1_peers"
   "style_samples --budget 50M --n 6 --tile 44 --methods full,lora,adaptformer,lt_sft,sara"
+  "style_samples --budget 5M --n 6 --tile 44 --methods lora,adaptformer,lt_sft,sara --name style_samples_5M"
+  "style_samples --budget 20M --n 6 --tile 44 --methods lora,adaptformer,lt_sft,sara --name style_samples_20M"
 )
 source "$(dirname "$0")/run_experiment.sh"

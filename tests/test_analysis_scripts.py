@@ -331,6 +331,7 @@ def test_style_samples_grid(tmp_path):
              "paths.dataset": folder(f"data_{m}_{b}", 3, "red") if m == "full" else None,
              "paths.samples": folder(f"s_{m}_{b}", 3, "blue") if m != "lora" else str(tmp_path / "gone")}
             for m, b in (("full", "none"), ("sara", "5M"), ("sara", "50M"), ("lora", "5M"))]
+    rows.append({**rows[1], "seed": 1, "paths.dataset": rows[0]["paths.dataset"]})  # seed 1: not a second row
     csv = tmp_path / "r.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     files = _run("style_samples", ["--results", str(csv), "--out", str(tmp_path / "o"), "--budget", "5M",
@@ -343,6 +344,10 @@ def test_style_samples_grid(tmp_path):
     assert im.getpixel((150 + 5, 18 + 5))[:3] == (255, 0, 0)        # training images first
     assert im.getpixel((150 + 3 * 10 - 5, 18 + 15))[:3] == (0, 0, 255)
     assert im.getpixel((150 + 3 * 10 + 5, 18 + 5))[:3] == (255, 255, 255)  # 3 images, 4 slots
+    files = _run("style_samples", ["--results", str(csv), "--out", str(tmp_path / "o"), "--budget", "5M",
+                                   "--n", "4", "--tile", "10", "--seed", "1", "--name", "style_samples_5M"])
+    im = Image.open(tmp_path / "o" / "style_samples_5M.png")  # seed 1: training row + SaRA 5M
+    assert tmp_path / "o" / "style_samples_5M.png" in files and im.size == (150 + 4 * 10, 18 + 2 * 10)
 
     pd.DataFrame(rows).assign(**{"paths.samples": None}).to_csv(csv, index=False)  # nothing on disk
     files = _run("style_samples", ["--results", str(csv), "--out", str(tmp_path / "e")])

@@ -152,6 +152,26 @@ def test_every_spec_experiment_has_a_config_and_a_script():
         assert sh.is_file() and sh.stat().st_mode & 0o111, f"{sh} missing or not executable"
 
 
+def test_every_tuned_rate_run_of_the_scripts_finds_its_rate(conf_copy):
+    """Each job of every ``bash experiments/<name>.sh`` sweep that trains at ``train.lr=tuned``
+    finds its (method, budget) in the committed rate table, so a script never sweeps a budget a
+    method has not been searched at (the run would stop at its start)."""
+    from sara.budget import tuned_lr_key
+    from sara.lr_search import tuned_lr
+
+    checked = set()
+    for exp, extra in _sh_commands():
+        for cfg, _ in _jobs(conf_copy, exp, extra):
+            plain = OmegaConf.to_container(cfg, resolve=False)
+            if str((plain.get("train") or {}).get("lr")) != "tuned":
+                continue
+            key = tuned_lr_key(plain)
+            if key not in checked:
+                assert tuned_lr(*key) > 0, (exp, extra, key)
+                checked.add(key)
+    assert ("tiny", "lt_sft", "5M") in checked  # the style script's smaller budgets are among them
+
+
 def test_scripts_are_valid_bash():
     for sh in sorted(SH_DIR.glob("*.sh")):
         r = subprocess.run(["bash", "-n", str(sh)], capture_output=True, text=True)
