@@ -5,20 +5,25 @@ each budget block in bold.
 VLHI (SPEC Eq. 8, ``sara.metrics.vlhi``) is computed within each (backbone, dataset) group over
 every method and budget of the table; the Mean column is each row's mean FID / mean quality over
 the datasets, with VLHI computed within the Mean group (the paper's convention). Seeds are
-averaged first. Reads the `style` experiment rows. Writes ``<name>.{md,tex,csv}`` and
-``<name>_mean_vlhi.{png,pdf}``.
+averaged first. Reads the `style` experiment rows. Writes ``<name>.{md,tex,csv}``,
+``<name>_mean_vlhi.{png,pdf}`` and ``<name>_vs_sara.{md,csv}`` (SaRA against each other method per
+budget on the Mean columns, by the noise rule over seeds).
 
     python -m analysis.table1_style --results results.csv --out outputs/analysis/style
     python -m analysis.table1_style --results results.csv --name table6_bvqa     # Table 6 (a preset: TABLES)
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from sara.stats import compare
+
 from .common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, budget_sort_key, fmt, fmt_mean_std,
-                     has_metric, load, mean_over_seeds, method_label, out_dir, paper_wide, pyplot, rows_of, save_fig,
-                     sort_rows, split_base, style_long, write_missing)
+                     has_metric, load, markdown_table, mean_over_seeds, method_label, out_dir,
+                     paper_wide, pyplot, rows_of, save_fig, sort_rows, split_base, style_long, write_missing)
 from .verdicts import (INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, NOT_TESTABLE, REPRODUCED, Claim, better_by_seeds,
                        combine, evaluate, paper_verdict, value_of, verdict)
 
@@ -152,7 +157,8 @@ def main(argv=None):
     for s in secs:  # LaTeX: dataset names in the grouped header, short metric names below
         s["header_tex"] = s.pop("latex_header")
     files = [out / f"{name}.csv"]
-    files += _write(out, name, secs, args.quality)
+    files += _write(out, name, secs, args.quality, failed_runs(args.results, df, methods))
+    files += _write_vs_sara(out, name, df, args.quality, methods)
 
     mean = long[long["dataset"] == MEAN]
     if len(mean):
@@ -176,19 +182,41 @@ def main(argv=None):
     return files
 
 
-def _write(out, name, secs, quality):
+def _title(name, quality):
+    return ("Table 6 — style fine-tuning with B-VQA" if quality == "bvqa" else
+            "Table 4 — style fine-tuning with DoRA and DiffPruning" if name == "table4_style" else
+            "Table 1 with peft's sparse methods (SHiRA, Super-Tuning; not in the paper)" if name == "table1_peers" else
+            "Table 1 — style fine-tuning")
+
+
+def failed_runs(results, df, methods=None) -> list[str]:
+    """The `style` runs of ``methods`` that failed (the ``<table>_failed.csv`` that
+    ``sara.results`` writes beside the table), unless rerun to a result since: what is missing
+    from a cell and why, e.g. a rate at which a method diverged on one set and seed."""
+    path = Path(str(results))
+    path = path.with_name(f"{path.stem}_failed.csv")
+    if not path.is_file():
+        return []
+    f = pd.read_csv(path)
+    f = f[(f["experiment"] == "style") & (f["method"].isin(methods) if methods else True)]
+    done = set(df["run_dir"].astype(str)) if "run_dir" in df else set()
+    f = sort_rows(f[~f["run_dir"].astype(str).isin(done)], ["budget", "method", "dataset", "seed"])
+    return [f"{method_label(r['method'])} {r['budget']} {r['dataset']} seed {r['seed']}: {r['error_type']} "
+            f"({r['error']})" for _, r in f.iterrows()]
+
+
+def _write(out, name, secs, quality, failed=()):
     # Markdown gets "Dataset Metric" headers; LaTeX the grouped two-row header.
-    from .common import latex_table, markdown_table
+    from .common import latex_table
 
     q = QUALITY_LABEL.get(quality, quality)
-    title = ("Table 6 — style fine-tuning with B-VQA" if quality == "bvqa" else
-             "Table 4 — style fine-tuning with DoRA and DiffPruning" if name == "table4_style" else
-             "Table 1 with peft's sparse methods (SHiRA, Super-Tuning; not in the paper)" if name == "table1_peers" else
-             "Table 1 — style fine-tuning")
-    md = [f"# {title}", f"FID ↓, {q} ↑, VLHI ↑ (SPEC Eq. 8, within each backbone × dataset over all methods "
-                        f"and budgets, from seed means; Mean = VLHI of each row's mean FID and mean {q}). Cells: mean "
-                        f"± std over seeds where there are several. Best per budget in bold. The pre-trained row "
-                        f"(`style--base` runs) is a reference outside VLHI."]
+    md = [f"# {_title(name, quality)}",
+          f"FID ↓, {q} ↑, VLHI ↑ (SPEC Eq. 8, within each backbone × dataset over all methods "
+          f"and budgets, from seed means; Mean = VLHI of each row's mean FID and mean {q}). Cells: mean "
+          f"± std over seeds where there are several. Best per budget in bold. The pre-trained row "
+          f"(`style--base` runs) is a reference outside VLHI."]
+    if failed:
+        md.append("Runs that failed, left out of the cells: " + "; ".join(failed) + ".")
     tex = []
     for s in secs:
         md.append(f"## {s['title']}")
@@ -198,6 +226,64 @@ def _write(out, name, secs, quality):
     (out / f"{name}.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
     (out / f"{name}.tex").write_text("\n\n".join(tex) + "\n", encoding="utf-8")
     return [out / f"{name}.md", out / f"{name}.tex"]
+
+
+def vs_sara(df, quality="clip_score", methods=None) -> pd.DataFrame:
+    """SaRA against every other method of each budget (full fine-tuning, at budget none, in every
+    budget) on the Mean FID, quality and VLHI: one value per seed from that seed's own table, the
+    difference SaRA − other, its Welch standard error and the noise rule's reading."""
+    per_seed = _per_seed_means(df, quality, methods)
+    if per_seed is None or "sara" not in set(per_seed["method"]):
+        return pd.DataFrame()
+    rows = []
+    full = per_seed[per_seed["method"] == "full"]
+    for (bb, bu), g in per_seed[per_seed["budget"] != "none"].groupby(["backbone", "budget"], sort=False):
+        if "sara" not in set(g["method"]):
+            continue
+        sara = g[g["method"] == "sara"]
+        g = pd.concat([g, full[full["backbone"] == bb]], ignore_index=True)
+        for other in set(g["method"]) - {"sara"}:
+            o = g[g["method"] == other]
+            row = {"backbone": bb, "budget": bu, "method": other, "n_seeds": min(len(sara), len(o))}
+            for col, lower in (("fid", True), (quality, False), ("vlhi", False)):
+                a, b = (x[col].astype(float).dropna() for x in (sara, o))
+                if a.empty or b.empty:  # e.g. VLHI of a seed whose methods all scored alike
+                    row.update({f"{col}_{k}": np.nan for k in ("sara", "other", "diff", "se")})
+                    row[f"{col}_reading"] = "no values"
+                    continue
+                c = compare(a, b, lower_is_better=lower)
+                reading = ("one seed: spread unknown" if c.se is None else "inside the noise" if not c.decided
+                           else "SaRA better" if c.better == "a" else f"{method_label(other)} better")
+                row.update({f"{col}_sara": c.mean_a, f"{col}_other": c.mean_b, f"{col}_diff": c.diff,
+                            f"{col}_se": c.se, f"{col}_reading": reading})
+            rows.append(row)
+    return sort_rows(pd.DataFrame(rows), ["backbone", "budget", "method"]) if rows else pd.DataFrame()
+
+
+def _write_vs_sara(out, name, df, quality, methods):
+    vs = vs_sara(df, quality, methods)
+    if vs.empty:
+        return []
+    q = QUALITY_LABEL.get(quality, quality)
+    vs.to_csv(out / f"{name}_vs_sara.csv", index=False)
+    cells = []
+    for _, r in vs.iterrows():
+        cell = [str(r["budget"]), method_label(r["method"]), str(int(r["n_seeds"]))]
+        for col, nd in (("fid", 0), (quality, 3 if quality == "bvqa" else 1), ("vlhi", 2)):
+            if pd.isna(r[f"{col}_sara"]):
+                cell.append("–")
+                continue
+            se = "?" if pd.isna(r[f"{col}_se"]) else f"{r[f'{col}_se']:.{nd}f}"
+            cell.append(f"{r[f'{col}_sara']:.{nd}f} vs {r[f'{col}_other']:.{nd}f} ({r[f'{col}_diff']:+.{nd}f}, "
+                        f"SE {se}): {r[f'{col}_reading']}")
+        cells.append(cell)
+    md = [f"# SaRA against each method: {_title(name, quality)}",
+          f"Mean over the datasets, one value per seed (VLHI from each seed's own table): SaRA vs the other "
+          f"method (difference, Welch standard error). A difference counts only beyond 2 SE, otherwise it is "
+          f"inside the noise; full fine-tuning joins every budget.",
+          markdown_table(cells, ["budget", "method", "seeds", "Mean FID ↓", f"Mean {q} ↑", "Mean VLHI ↑"])]
+    (out / f"{name}_vs_sara.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
+    return [out / f"{name}_vs_sara.csv", out / f"{name}_vs_sara.md"]
 
 
 # --------------------------------------------------------------------------- claims (collected by analysis.claims)

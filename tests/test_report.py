@@ -266,6 +266,65 @@ def test_table1_has_a_pretrained_row_outside_vlhi_and_mean_std_cells(tmp_path):
     assert set(claims_long["method"]) == {"sara", "lora"}  # the claims never count it as full fine-tuning
 
 
+def test_sara_against_each_method_reads_the_noise_rule_per_budget(tmp_path):
+    """The generated SaRA-vs-method table: a FID gap far beyond its spread is decided (in either
+    direction), one inside it is not, a method with one seed has no spread, and full fine-tuning
+    (budget none) joins every budget."""
+    from analysis import table1_style
+
+    rows = []
+    fids = {("sara", "5M"): (1000, 1010, 990), ("lora", "5M"): (1500, 1510, 1490),   # SaRA better
+            ("lt_sft", "5M"): (1005, 1300, 700), ("sara", "50M"): (900, 905, 895),  # inside the noise
+            ("adaptformer", "50M"): (600, 605, 595), ("full", "none"): (1000, 1001, 999)}
+    for (me, bu), per_seed in fids.items():
+        for seed, fid in enumerate(per_seed):
+            for ds in ("Cyberpunk", "Hornify"):
+                rows.append({"experiment": "style", "variant": "", "backbone": "tiny", "dataset": ds, "seed": seed,
+                             "method": me, "budget": bu, "fid": float(fid), "clip_score": 30.0 + len(me)})
+    rows += [{**r, "method": "dora", "budget": "50M", "seed": 0} for r in rows[-2:]]  # one seed, both sets
+    table = tmp_path / "r.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    table1_style.main(["--results", str(table), "--out", str(tmp_path / "o")])
+    vs = pd.read_csv(tmp_path / "o" / "table1_style_vs_sara.csv").set_index(["budget", "method"])
+    assert vs.loc[("5M", "lora"), "fid_reading"] == "SaRA better"
+    assert vs.loc[("5M", "lora"), "fid_diff"] == pytest.approx(-500.0)
+    assert vs.loc[("5M", "lt_sft"), "fid_reading"] == "inside the noise"
+    assert vs.loc[("50M", "adaptformer"), "fid_reading"] == "AdaptFormer better"
+    assert vs.loc[("5M", "full"), "fid_reading"] == "inside the noise"   # full in both budgets
+    assert vs.loc[("50M", "full"), "fid_reading"] == "SaRA better"
+    assert "dora" not in set(vs.reset_index()["method"])  # Table 1's methods only
+    table1_style.main(["--results", str(table), "--out", str(tmp_path / "all"), "--methods",
+                       "sara,dora,full,lora,adaptformer,lt_sft"])
+    vs = pd.read_csv(tmp_path / "all" / "table1_style_vs_sara.csv").set_index(["budget", "method"])
+    assert vs.loc[("50M", "dora"), "fid_reading"] == "one seed: spread unknown"
+    md = (tmp_path / "o" / "table1_style_vs_sara.md").read_text()
+    assert "| 5M | LoRA | 3 | 1000 vs 1500 (-500, SE 8): SaRA better |" in md
+
+
+def test_table1_names_the_runs_that_failed_unless_rerun_since(tmp_path):
+    """A style run that diverged leaves its cell empty; Table 1 says which run and why, from the
+    ``<table>_failed.csv`` beside the results table, and forgets it once a rerun has a result."""
+    from analysis import table1_style
+
+    rows = [{"experiment": "style", "variant": "", "backbone": "tiny", "dataset": ds, "seed": 0, "method": me,
+             "budget": "5M", "fid": 1000.0 + 100 * (me == "lora"), "clip_score": 30.0 + (me == "sara"),
+             "run_dir": f"r/{ds}/{me}"} for ds in ("Cyberpunk", "Hornify") for me in ("sara", "lora")]
+    failed = [{"experiment": "style", "variant": "", "backbone": "tiny", "dataset": "Hornify", "method": "lt_sft",
+               "budget": "5M", "seed": 0, "error_type": "FloatingPointError", "error": "non-finite loss nan",
+               "run_dir": "r/Hornify/lt_sft"},
+              {**rows[0], "method": "shira", "error_type": "X", "error": "y", "run_dir": "r/shira"}]  # not Table 1's
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    pd.DataFrame(failed).to_csv(tmp_path / "runs_failed.csv", index=False)
+    table1_style.main(["--results", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "o")])
+    md = (tmp_path / "o" / "table1_style.md").read_text()
+    assert ("Runs that failed, left out of the cells: LT-SFT 5M Hornify seed 0: FloatingPointError "
+            "(non-finite loss nan).") in md and "shira" not in md.lower()
+    rerun = {**rows[0], "method": "lt_sft", "dataset": "Hornify", "run_dir": "r/Hornify/lt_sft"}
+    pd.DataFrame(rows + [rerun]).to_csv(tmp_path / "runs.csv", index=False)
+    table1_style.main(["--results", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "o")])
+    assert "Runs that failed" not in (tmp_path / "o" / "table1_style.md").read_text()
+
+
 def test_learnability_loss_curve_is_window_means_of_the_train_log(tmp_path):
     import json
 
