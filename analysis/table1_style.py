@@ -14,11 +14,10 @@ budget on the Mean columns, by the noise rule over seeds).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
+from sara.results import failed_table_path
 from sara.stats import compare
 
 from .common import (DATASETS, MEAN, QUALITY_LABEL, arg_parser, best_mask, budget_sort_key, fmt, fmt_mean_std,
@@ -193,8 +192,7 @@ def failed_runs(results, df, methods=None) -> list[str]:
     """The `style` runs of ``methods`` that failed (the ``<table>_failed.csv`` that
     ``sara.results`` writes beside the table), unless rerun to a result since: what is missing
     from a cell and why, e.g. a rate at which a method diverged on one set and seed."""
-    path = Path(str(results))
-    path = path.with_name(f"{path.stem}_failed.csv")
+    path = failed_table_path(results)
     if not path.is_file():
         return []
     f = pd.read_csv(path)
@@ -228,6 +226,14 @@ def _write(out, name, secs, quality, failed=()):
     return [out / f"{name}.md", out / f"{name}.tex"]
 
 
+def _budget_groups_with_full(per_seed):
+    """(backbone, budget, rows) per budget of the per-seed Mean rows, with full fine-tuning's rows
+    (budget none) joined to every budget of its backbone, as the paper's tables compare them."""
+    full = per_seed[per_seed["method"] == "full"]
+    for (bb, bu), g in per_seed[per_seed["budget"] != "none"].groupby(["backbone", "budget"]):
+        yield bb, bu, pd.concat([g, full[full["backbone"] == bb]], ignore_index=True)
+
+
 def vs_sara(df, quality="clip_score", methods=None) -> pd.DataFrame:
     """SaRA against every other method of each budget (full fine-tuning, at budget none, in every
     budget) on the Mean FID, quality and VLHI: one value per seed from that seed's own table, the
@@ -236,12 +242,10 @@ def vs_sara(df, quality="clip_score", methods=None) -> pd.DataFrame:
     if per_seed is None or "sara" not in set(per_seed["method"]):
         return pd.DataFrame()
     rows = []
-    full = per_seed[per_seed["method"] == "full"]
-    for (bb, bu), g in per_seed[per_seed["budget"] != "none"].groupby(["backbone", "budget"], sort=False):
+    for bb, bu, g in _budget_groups_with_full(per_seed):
         if "sara" not in set(g["method"]):
             continue
         sara = g[g["method"] == "sara"]
-        g = pd.concat([g, full[full["backbone"] == bb]], ignore_index=True)
         for other in set(g["method"]) - {"sara"}:
             o = g[g["method"] == other]
             row = {"backbone": bb, "budget": bu, "method": other, "n_seeds": min(len(sara), len(o))}
@@ -449,10 +453,9 @@ def _diffpruning(df):
         return NOT_RUN, "no DiffPruning style runs on every dataset (bash experiments/bvqa.sh)"
     per_seed = _per_seed_means(df, "clip_score", TABLE4_METHODS)
     parts, ev = [], []
-    for (bb, bu), g in per_seed[per_seed["budget"] != "none"].groupby(["backbone", "budget"]):
+    for bb, bu, g in _budget_groups_with_full(per_seed):
         if "diffpruning" not in set(g["method"]):
             continue
-        g = pd.concat([g, per_seed[(per_seed["backbone"] == bb) & (per_seed["method"] == "full")]])
         if {"dora", "lora"} <= set(g["method"]):
             v, why = better_by_seeds(g, "fid", "dora", "lora", True)
             apart = (NOT_REPRODUCED, "decided apart")  # either one better: not comparable

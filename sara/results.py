@@ -44,6 +44,7 @@ __all__ = [
     "record_to_row",
     "load_results",
     "load_failed",
+    "failed_table_path",
     "merge_tables",
     "read_table",
     "write_table",
@@ -349,6 +350,12 @@ def load_results(root: str | Path = "outputs/runs", experiment: str | None = Non
     return _frame(rows, CANONICAL + ["budget_params"])
 
 
+def failed_table_path(table: str | Path) -> Path:
+    """Where the failed runs of the results table ``table`` are written: ``<stem>_failed.csv`` beside it."""
+    table = Path(table)
+    return table.with_name(f"{table.stem}_failed.csv")
+
+
 def load_failed(root: str | Path = "outputs/runs", experiment: str | None = None):
     """Every failed run (``failed.json`` without ``result.json``): identity, ``error``,
     ``error_type``, ``traceback`` (last 2,000 characters), ``run_dir``."""
@@ -497,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         write_table(df, args.csv)
     if args.parquet:
         write_table(df, args.parquet)
-    fpath = args.failed_csv or (str(Path(args.csv).with_name(Path(args.csv).stem + "_failed.csv")) if args.csv else None)
+    fpath = args.failed_csv or (str(failed_table_path(args.csv)) if args.csv else None)
     if fpath:
         write_table(failed, fpath)
     n_exp = df["experiment"].nunique() if len(df) and "experiment" in df else 0
