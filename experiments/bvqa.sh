@@ -3,7 +3,9 @@
 #   bash experiments/bvqa.sh [hydra overrides for every run, e.g. backbone=sd15 train=paper hydra/launcher=local]
 # Outputs: outputs/runs/style/... (the DoRA and DiffPruning runs), outputs/results/bvqa.csv, outputs/analysis/bvqa/
 SWEEPS=(
-  "+experiment=bvqa"
+  "+experiment=bvqa"                                          # DoRA and DiffPruning at 50M
+  "+experiment=bvqa method=dora budget=5M,20M"                # Table 4's DoRA rows at the smaller budgets
+  "+experiment=bvqa method=diffpruning budget=10M"            # Table 4's DiffPruning row is at 10M
 )
 RESULTS_OF=style  # the bvqa runs join the style experiment
 ANALYSES=(

@@ -8,6 +8,7 @@ SWEEPS=(
   "+experiment=lr_search method=full budget=none train.lr=1e-3 train.steps=0 experiment_name=lr_search--base"  # pre-trained
   "+experiment=lr_search"
   "+experiment=lr_search method=full budget=none"
+  "+experiment=lr_search method=diffpruning budget=10M"   # Table 4's DiffPruning row is at 10M
 )
 REFINE=analysis.lr_table  # a grid whose best rate is at its edge gets the next rate beyond it (1-3-10), until inside
 ANALYSES=(

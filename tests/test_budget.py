@@ -41,7 +41,8 @@ def test_target_for_scales_to_the_same_fraction():
 
 
 def test_budget_configs():
-    for name, params in (("5M", 5_000_000), ("20M", 20_000_000), ("50M", 50_000_000), ("none", None)):
+    for name, params in (("5M", 5_000_000), ("10M", 10_000_000), ("20M", 20_000_000), ("50M", 50_000_000),
+                         ("none", None)):
         cfg = budget_config(name)
         assert cfg["name"] == name and cfg["params"] == params
         assert cfg["reference_params"] == REFERENCE_PARAMS
