@@ -125,10 +125,16 @@ def next_sweeps(df, experiment: str, backbone: str | None = None) -> list[str]:
 def sample_grid(df, scores, base=None, n: int = 3, tile: int = 32):
     """Per (backbone, method, budget) a row, per rate of its grid ``n`` samples side by side, the
     chosen rate framed in red; on top the training images and the pre-trained model's samples
-    (``base`` rows). None when no sample folder of a trained run is on disk."""
+    (``base`` rows). None unless every trained run's sample folder is on disk
+    (:func:`analysis.style_samples.runs_without_samples`)."""
     from PIL import Image, ImageDraw
 
-    from .style_samples import first_images, paste_tile
+    from .style_samples import first_images, paste_tile, runs_without_samples
+
+    graded = [scores.get(b, {}).get(m, {}).get(str(u)) is not None
+              for b, m, u in zip(df["backbone"], df["method"], df["budget"])]
+    if runs_without_samples(df[graded]):
+        return None
 
     rows, lrs_all, training_dir = [], set(), None
     for (backbone, method, budget), g in df.groupby(["backbone", "method", "budget"], sort=False):

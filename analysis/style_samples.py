@@ -29,6 +29,13 @@ def first_images(folder, n):
     return sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:n]
 
 
+def runs_without_samples(df) -> list[str]:
+    """The run directories of ``df`` whose sample folder is not on this machine. A grid is drawn
+    only when there are none: the committed results table gathers runs from several machines, and
+    a grid of the runs on one of them would replace the one drawn from all."""
+    return [str(r.get("run_dir")) for _, r in df.iterrows() if not first_images(r.get("paths.samples"), 1)]
+
+
 def grid_rows(df, budget, n):
     """[(dataset, [(row label, [image paths])])]: the training images, then each method's samples."""
     out = []
@@ -65,6 +72,12 @@ def main(argv=None):
         df = df[df["method"].isin(args.methods.split(","))]
     if "seed" in df and len(df):  # one row per method: the seeds' samples look alike, and rows would repeat
         df = df[df["seed"].astype(float) == args.seed]
+    shown = df[(df["budget"].astype(str) == args.budget) | df["method"].isin(BUDGET_LESS)] if len(df) else df
+    missing = runs_without_samples(shown)
+    if 0 < len(missing) < len(shown):
+        return write_missing(out, args.name, f"the samples of {len(missing)} of the {len(shown)} runs at budget "
+                                             f"{args.budget}, seed {args.seed} are not on this machine (e.g. "
+                                             f"{missing[0]}); a grid without them is not drawn")
     blocks = grid_rows(df, args.budget, args.n) if len(df) else []
     if not blocks:
         return write_missing(out, args.name, f"no `style` runs at budget {args.budget}, seed {args.seed}, "

@@ -45,6 +45,7 @@ __all__ = [
     "load_results",
     "load_failed",
     "failed_table_path",
+    "merge_failed",
     "merge_tables",
     "read_table",
     "write_table",
@@ -400,15 +401,20 @@ def _row_keys(df) -> list[tuple[str, str]]:
     return [(str(d), "" if w is None or w != w else str(w)) for d, w in zip(df["run_dir"], weights)]
 
 
+def _relative_run_dirs(dirs, root: str | Path) -> list[str]:
+    """Run directories as stored in a committed table: relative to the runs root they were found under."""
+    root = Path(root).resolve()
+    return [Path(d).resolve().relative_to(root).as_posix() if Path(d).resolve().is_relative_to(root) else d
+            for d in dirs]
+
+
 def merge_tables(old, new, root: str | Path):
     """``new`` (runs found under ``root``; run_dir made relative to it) plus the rows of ``old``
     whose (run_dir, backbone weights) is not among them, sorted: the same runs give the same table."""
     import pandas as pd
 
     new = new.copy()
-    root = Path(root).resolve()
-    new["run_dir"] = [Path(d).resolve().relative_to(root).as_posix() if Path(d).resolve().is_relative_to(root) else d
-                      for d in new["run_dir"]]
+    new["run_dir"] = _relative_run_dirs(new["run_dir"], root)
     if old is not None and len(old):
         replaced = set(_row_keys(new))
         old = old[[k not in replaced for k in _row_keys(old)]]
@@ -417,6 +423,17 @@ def merge_tables(old, new, root: str | Path):
     keys = _row_keys(new)
     order = sorted(range(len(new)), key=keys.__getitem__)
     return new[cols].iloc[order].reset_index(drop=True)
+
+
+def merge_failed(old, new, finished, root: str | Path):
+    """The failed-runs table under ``--merge``: ``new`` (runs failed under ``root`` now) plus the
+    rows of ``old`` whose run has neither failed again nor finished under ``root`` now, so a
+    failure recorded on another machine is kept and a rerun that finished clears it.
+    ``finished``: the finished runs' directories under ``root``."""
+    if old is not None and len(old):
+        done = set(_relative_run_dirs(finished, root))
+        old = old[~old["run_dir"].astype(str).isin(done)]
+    return merge_tables(old, new, root)
 
 
 def write_table(df, path: str | Path) -> Path:
@@ -482,8 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--failed-csv", help="write the failed runs here (default: next to --csv as *_failed.csv)")
     ap.add_argument("--experiment", help="only this experiment id")
     ap.add_argument("--merge", action="store_true",
-                    help="keep the rows of an existing --csv whose run is not under --root now (the committed "
-                         "results table gathers runs from several machines); run_dir is stored relative to --root")
+                    help="keep the rows of an existing --csv (and of its failed-runs table) whose run is not under "
+                         "--root now (the committed results table gathers runs from several machines); run_dir is "
+                         "stored relative to --root")
     args = ap.parse_args(argv)
 
     root = Path(args.root)
@@ -496,15 +514,16 @@ def main(argv: list[str] | None = None) -> int:
         failed = load_failed(root, args.experiment)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
+    fpath = args.failed_csv or (str(failed_table_path(args.csv)) if args.csv else None)
     if args.merge:
         if not args.csv:
             ap.error("--merge needs --csv")
+        failed = merge_failed(read_table(fpath) if Path(fpath).is_file() else None, failed, df["run_dir"], root)
         df = merge_tables(read_table(args.csv) if Path(args.csv).is_file() else None, df, root)
     if args.csv:
         write_table(df, args.csv)
     if args.parquet:
         write_table(df, args.parquet)
-    fpath = args.failed_csv or (str(failed_table_path(args.csv)) if args.csv else None)
     if fpath:
         write_table(failed, fpath)
     n_exp = df["experiment"].nunique() if len(df) and "experiment" in df else 0

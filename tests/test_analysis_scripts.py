@@ -339,8 +339,8 @@ def test_notebook_is_valid_and_its_code_compiles():
 
 
 def test_style_samples_grid(tmp_path):
-    """The sample grid: per dataset a training row, then one row per method with samples on disk
-    (full at any budget, the others at the chosen one); runs without samples are left out."""
+    """The sample grid: per dataset a training row, then one row per method (full at any budget,
+    the others at the chosen one); not drawn while some of those runs have no samples on disk."""
     from PIL import Image
 
     def folder(name, n, colour):
@@ -352,8 +352,8 @@ def test_style_samples_grid(tmp_path):
 
     rows = [{"experiment": "style", "dataset": "A", "method": m, "budget": b, "seed": 0,
              "paths.dataset": folder(f"data_{m}_{b}", 3, "red") if m == "full" else None,
-             "paths.samples": folder(f"s_{m}_{b}", 3, "blue") if m != "lora" else str(tmp_path / "gone")}
-            for m, b in (("full", "none"), ("sara", "5M"), ("sara", "50M"), ("lora", "5M"))]
+             "paths.samples": folder(f"s_{m}_{b}", 3, "blue")}
+            for m, b in (("full", "none"), ("sara", "5M"), ("sara", "50M"))]
     rows.append({**rows[1], "seed": 1, "paths.dataset": rows[0]["paths.dataset"]})  # seed 1: not a second row
     csv = tmp_path / "r.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
@@ -362,7 +362,7 @@ def test_style_samples_grid(tmp_path):
     png = tmp_path / "o" / "style_samples.png"
     assert png in files and (tmp_path / "o" / "style_samples.pdf").is_file()
     im = Image.open(png)
-    # training row + full + sara 5M (sara 50M: other budget; lora: no samples on disk)
+    # training row + full + sara 5M (sara 50M: other budget)
     assert im.size == (150 + 4 * 10, 18 + 3 * 10)
     assert im.getpixel((150 + 5, 18 + 5))[:3] == (255, 0, 0)        # training images first
     assert im.getpixel((150 + 3 * 10 - 5, 18 + 15))[:3] == (0, 0, 255)
@@ -371,6 +371,12 @@ def test_style_samples_grid(tmp_path):
                                    "--n", "4", "--tile", "10", "--seed", "1", "--name", "style_samples_5M"])
     im = Image.open(tmp_path / "o" / "style_samples_5M.png")  # seed 1: training row + SaRA 5M
     assert tmp_path / "o" / "style_samples_5M.png" in files and im.size == (150 + 4 * 10, 18 + 2 * 10)
+
+    lora = {**rows[1], "method": "lora", "paths.samples": str(tmp_path / "gone")}  # ran on another machine
+    pd.DataFrame(rows + [lora]).to_csv(csv, index=False)
+    files = _run("style_samples", ["--results", str(csv), "--out", str(tmp_path / "p"), "--budget", "5M"])
+    assert not (tmp_path / "p" / "style_samples.png").exists()  # a grid without LoRA would replace one with it
+    assert "the samples of 1 of the 3 runs" in [f for f in files if str(f).endswith(".md")][0].read_text()
 
     pd.DataFrame(rows).assign(**{"paths.samples": None}).to_csv(csv, index=False)  # nothing on disk
     files = _run("style_samples", ["--results", str(csv), "--out", str(tmp_path / "e")])

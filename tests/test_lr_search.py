@@ -126,12 +126,11 @@ def test_lr_sample_grid_shows_each_rate_and_frames_the_chosen_one(tmp_path):
         for k in range(4):
             Image.new("RGB", (32, 32), (128, 128, 128) if r["seed"] == 0 else (0, 0, 0)).save(d / f"{k:05d}.png")
         r.update({"paths.samples": str(d), "experiment": "lr_search", "variant": f"lr{r['lr']}", "dataset": "Expedition"})
-    rows.append(dict(rows[0], lr=3e-3, **{"paths.samples": str(tmp_path / "gone")}))  # no folder on disk: no tiles
     df = pd.DataFrame(rows)
     rates, scores = select_learning_rates(df.to_dict("records"))
     img = np.asarray(lr_table.sample_grid(df, scores, n=2, tile=16))
     tiles = img[30:, 110:]  # below the header, right of the row labels
-    assert (tiles == 128).all(axis=-1).sum() == 5 * 2 * 16 * 16  # 5 rates with samples x 2 tiles, lowest seed
+    assert (tiles == 128).all(axis=-1).sum() == 5 * 2 * 16 * 16  # 5 rates x 2 tiles, lowest seed
     assert not (tiles == 0).all(axis=-1).any()  # no higher seed's tile
     red = (img[..., 0] > 200) & (img[..., 1] < 30)
     chosen = sorted(scores["tiny"]["sara"]["50M"]["grid"], key=lambda g: g["lr"]).index(
@@ -139,6 +138,9 @@ def test_lr_sample_grid_shows_each_rate_and_frames_the_chosen_one(tmp_path):
     cols = np.nonzero(red.any(axis=0))[0]
     assert red.any() and 110 + chosen * (2 * 16 + 8) - 2 <= cols.min() < 110 + (chosen + 1) * (2 * 16 + 8)
     assert lr_table.sample_grid(df.assign(**{"paths.samples": str(tmp_path / "none")}), scores) is None
+    # one run of the grid without samples here (it ran on another machine): no grid that would leave it out
+    gone = pd.concat([df, df.iloc[[0]].assign(lr=3e-2, **{"paths.samples": str(tmp_path / "gone")})])
+    assert lr_table.sample_grid(gone, select_learning_rates(gone.to_dict("records"))[1]) is None
 
 
 def test_lr_sample_grids_are_one_per_budget_each_from_its_own_runs(tmp_path):

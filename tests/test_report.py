@@ -119,6 +119,26 @@ def test_merge_keeps_rows_of_runs_not_here_and_replaces_reruns(tmp_path):
     assert len(df) == 4 and sorted(df[df["run_dir"].str.endswith("seed0")]["fid"]) == [10.0, 20.0]
 
 
+def test_merge_keeps_failures_of_runs_not_here_and_clears_those_rerun(tmp_path):
+    """`--merge` gathers the failed-runs table the same way: a failure recorded on another
+    machine stays; a run that fails or finishes here replaces it."""
+    a, b, table = tmp_path / "machine_a", tmp_path / "machine_b", tmp_path / "runs.csv"
+    for rel in ("style/tiny/Hornify/lt_sft/5M/seed0", "style/tiny/Hornify/lt_sft/5M/seed1"):
+        (a / rel).mkdir(parents=True)
+        (a / rel / "failed.json").write_text(json.dumps({"status": "failed", "exception": "FloatingPointError",
+                                                         "message": "non-finite loss nan"}))
+    _run(a, "style/tiny/Cyberpunk/sara/50M/seed0", 10.0)
+    assert results_main(["--root", str(a), "--csv", str(table), "--merge"]) == 0
+    failed = tmp_path / "runs_failed.csv"
+    assert list(pd.read_csv(failed)["run_dir"]) == [f"style/tiny/Hornify/lt_sft/5M/seed{s}" for s in (0, 1)]
+    _run(b, "style/tiny/Hornify/lt_sft/5M/seed1", 12.0)  # rerun elsewhere, finished: its failure goes
+    assert results_main(["--root", str(b), "--csv", str(table), "--merge"]) == 0
+    f = pd.read_csv(failed)
+    assert list(f["run_dir"]) == ["style/tiny/Hornify/lt_sft/5M/seed0"]
+    assert list(f["error_type"]) == ["FloatingPointError"]
+    assert len(pd.read_csv(table)) == 2
+
+
 def test_committed_docs_match_the_committed_results():
     """What CI checks: every generated table of the docs and claims.json regenerate unchanged
     from results/embedded/runs.csv (about a minute: every analysis module runs)."""
