@@ -125,16 +125,11 @@ def next_sweeps(df, experiment: str, backbone: str | None = None) -> list[str]:
 def sample_grid(df, scores, base=None, n: int = 3, tile: int = 32):
     """Per (backbone, method, budget) a row, per rate of its grid ``n`` samples side by side, the
     chosen rate framed in red; on top the training images and the pre-trained model's samples
-    (``base`` rows). None unless every trained run's sample folder is on disk
-    (:func:`analysis.style_samples.runs_without_samples`)."""
+    (``base`` rows). None unless every graded run's sample folder is on disk: a grid of the runs on
+    one machine would replace the one drawn from all."""
     from PIL import Image, ImageDraw
 
-    from .style_samples import first_images, paste_tile, runs_without_samples
-
-    graded = [scores.get(b, {}).get(m, {}).get(str(u)) is not None
-              for b, m, u in zip(df["backbone"], df["method"], df["budget"])]
-    if runs_without_samples(df[graded]):
-        return None
+    from .style_samples import first_images, paste_tile
 
     rows, lrs_all, training_dir = [], set(), None
     for (backbone, method, budget), g in df.groupby(["backbone", "method", "budget"], sort=False):
@@ -144,10 +139,9 @@ def sample_grid(df, scores, base=None, n: int = 3, tile: int = 32):
         by_lr = {}  # rate -> the lowest seed's samples
         for _, r in g.sort_values("seed").iterrows():
             ims = first_images(r.get("paths.samples"), n)
-            if ims:
-                by_lr.setdefault(float(r["lr"]), ims)
-        if not by_lr:
-            continue
+            if not ims:
+                return None
+            by_lr.setdefault(float(r["lr"]), ims)
         if training_dir is None and "paths.dataset" in g and g["paths.dataset"].notna().any():
             training_dir = g["paths.dataset"].dropna().iloc[0]
         label = f"{method_label(method)}" + ("" if str(budget) in ("none", "nan") else f" {budget}")

@@ -36,11 +36,16 @@ def runs_without_samples(df) -> list[str]:
     return [str(r.get("run_dir")) for _, r in df.iterrows() if not first_images(r.get("paths.samples"), 1)]
 
 
+def at_budget(df, budget):
+    """The rows a grid at ``budget`` shows: that budget's runs and the budget-less methods'."""
+    return df[(df["budget"].astype(str) == str(budget)) | df["method"].isin(BUDGET_LESS)]
+
+
 def grid_rows(df, budget, n):
     """[(dataset, [(row label, [image paths])])]: the training images, then each method's samples."""
     out = []
     for ds, g in df.groupby("dataset", sort=True):
-        g = g[(g["budget"].astype(str) == str(budget)) | g["method"].isin(BUDGET_LESS)]
+        g = at_budget(g, budget)
         g = g.iloc[sorted(range(len(g)), key=lambda i: method_sort_key(g["method"].iloc[i]))]
         rows = []
         data_dirs = g["paths.dataset"].dropna() if "paths.dataset" in g else []
@@ -72,7 +77,7 @@ def main(argv=None):
         df = df[df["method"].isin(args.methods.split(","))]
     if "seed" in df and len(df):  # one row per method: the seeds' samples look alike, and rows would repeat
         df = df[df["seed"].astype(float) == args.seed]
-    shown = df[(df["budget"].astype(str) == args.budget) | df["method"].isin(BUDGET_LESS)] if len(df) else df
+    shown = at_budget(df, args.budget) if len(df) else df
     missing = runs_without_samples(shown)
     if 0 < len(missing) < len(shown):
         return write_missing(out, args.name, f"the samples of {len(missing)} of the {len(shown)} runs at budget "
