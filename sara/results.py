@@ -129,10 +129,16 @@ class ResultWarning(UserWarning):
 # --------------------------------------------------------------------------- helpers
 
 
+# Keys whose value is a dict keyed by module name: one JSON column, not a column per module (a
+# per-module rank pattern would otherwise add a column for every module of every backbone).
+MODULE_KEYED = frozenset({"knob_pattern"})
+
+
 def _flatten(obj: Any, prefix: str = "", out: dict | None = None, max_depth: int = 6) -> dict:
-    """Dotted-key flattening of nested dicts; lists and deeper structures become JSON strings."""
+    """Dotted-key flattening of nested dicts; lists, dicts keyed by module (``MODULE_KEYED``) and
+    deeper structures become JSON strings."""
     out = {} if out is None else out
-    if isinstance(obj, Mapping) and max_depth > 0:
+    if isinstance(obj, Mapping) and max_depth > 0 and prefix.rpartition(".")[2] not in MODULE_KEYED:
         if not obj and prefix:
             out[prefix] = "{}"
         for k, v in obj.items():

@@ -153,6 +153,19 @@ def test_wall_time_from_parts_when_absent(tmp_path):
     assert load_results(tmp_path)["wall_time_s"].iloc[0] == pytest.approx(16.0)  # setup + train + sample + eval
 
 
+def test_a_per_module_pattern_is_one_json_column(tmp_path):
+    """A rank pattern keyed by module name stays one column (not one per module) and reads back whole."""
+    pattern = {"down.attn1.to_q": 2, "up.attn2.to_k": 7}
+    rec = _record(method="lora")
+    rec["method_record"]["knob_pattern"] = pattern
+    _write(tmp_path, "style/tiny/Cyberpunk/lora/5M/seed0", "result.json", rec)
+    _write(tmp_path, "style/tiny/Cyberpunk/lora/5M/seed1", "result.json", _record(method="lora", seed=1))
+    df = load_results(tmp_path)
+    assert [c for c in df.columns if "knob_pattern" in c] == ["method_record.knob_pattern"]
+    assert decode(df["method_record.knob_pattern"].iloc[0]) == pattern
+    assert df["method_record.knob"].iloc[0] == "threshold"  # the record's other keys are still flattened
+
+
 @pytest.mark.slow
 def test_a_real_run_record_loads(stub_conf, stub_world, tmp_path):
     """Integration: the record sara.runs.execute writes (stand-in backbone, 4 steps) gathers into
