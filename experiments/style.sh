@@ -5,7 +5,7 @@
 SWEEPS=(
   "+experiment=style"
   "+experiment=style method=sara,lora,adaptformer,lt_sft budget=5M,20M"   # Table 1's smaller budgets (the paper's methods)
-  "+experiment=style method=shira,super_tuning budget=5M"   # peft's sparse methods at 5M (20M not yet run)
+  "+experiment=style method=shira,super_tuning budget=5M,20M"   # peft's sparse methods at the smaller budgets
   "+experiment=style method=full budget=none"
   "+experiment=style method=full budget=none train.steps=0 experiment_name=style--base"   # the pre-trained row
 )
